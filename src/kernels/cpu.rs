@@ -1,0 +1,126 @@
+//! Contents batch -> per-file hash, lines, entropy and binary flag on the CPU: the reference backend.
+
+use arrow_array::{Array, BinaryArray};
+
+use super::{Backend, ContentColumns};
+
+/// How far into a file a NUL byte marks it as binary.
+pub const BINARY_PROBE_BYTES: usize = 8192;
+
+/// The reference implementation of every kernel; other backends must match it bit for bit.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn content_features(&self, contents: &BinaryArray) -> ContentColumns {
+        let mut columns = ContentColumns::with_capacity(contents.len());
+        for row in 0..contents.len() {
+            let content = if contents.is_valid(row) {
+                contents.value(row)
+            } else {
+                &[]
+            };
+            let histogram = byte_histogram(content);
+            columns.push(
+                hash128(content),
+                lines_from_histogram(content, &histogram),
+                entropy(content.len(), &histogram),
+                is_binary(content),
+            );
+        }
+        columns
+    }
+}
+
+/// XXH3-128 in canonical (big-endian) byte order, as `xxhsum -H2` prints it.
+pub fn hash128(content: &[u8]) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128(content).to_be_bytes()
+}
+
+/// Counts of each byte value. Four interleaved tables keep consecutive equal bytes from
+/// serialising on one counter.
+pub fn byte_histogram(content: &[u8]) -> [u64; 256] {
+    let mut tables = [[0u32; 256]; 4];
+    let flush = |tables: &mut [[u32; 256]; 4], total: &mut [u64; 256]| {
+        for table in tables.iter_mut() {
+            for (sum, count) in total.iter_mut().zip(table.iter_mut()) {
+                *sum += u64::from(std::mem::take(count));
+            }
+        }
+    };
+    let mut total = [0u64; 256];
+    // Flush before a u32 counter could overflow.
+    for block in content.chunks(1 << 30) {
+        let mut quads = block.chunks_exact(4);
+        for q in &mut quads {
+            tables[0][q[0] as usize] += 1;
+            tables[1][q[1] as usize] += 1;
+            tables[2][q[2] as usize] += 1;
+            tables[3][q[3] as usize] += 1;
+        }
+        for &b in quads.remainder() {
+            tables[0][b as usize] += 1;
+        }
+        flush(&mut tables, &mut total);
+    }
+    total
+}
+
+/// `\n` bytes, plus one for a non-empty last line without one.
+pub fn lines_from_histogram(content: &[u8], histogram: &[u64; 256]) -> u64 {
+    histogram[b'\n' as usize] + u64::from(content.last().is_some_and(|&b| b != b'\n'))
+}
+
+/// Shannon entropy of the byte distribution, bits per byte; 0.0 for empty content.
+pub fn entropy(len: usize, histogram: &[u64; 256]) -> f64 {
+    if len == 0 {
+        return 0.0;
+    }
+    let n = len as f64;
+    let mut h = 0.0f64;
+    for &count in histogram {
+        if count > 0 {
+            let p = count as f64 / n;
+            h -= p * p.log2();
+        }
+    }
+    h.max(0.0)
+}
+
+/// A NUL byte within the first [`BINARY_PROBE_BYTES`].
+pub fn is_binary(content: &[u8]) -> bool {
+    memchr::memchr(0, &content[..content.len().min(BINARY_PROBE_BYTES)]).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_values() {
+        // xxhsum -H2 of an empty file.
+        let empty = hash128(b"");
+        assert_eq!(
+            empty.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "99aa06d3014798d86001c324468d497f"
+        );
+        let h = byte_histogram(b"a\nb\r\n");
+        assert_eq!(lines_from_histogram(b"a\nb\r\n", &h), 2);
+        let h = byte_histogram(b"a\nb");
+        assert_eq!(lines_from_histogram(b"a\nb", &h), 2);
+        assert_eq!(lines_from_histogram(b"", &byte_histogram(b"")), 0);
+        assert_eq!(entropy(0, &byte_histogram(b"")), 0.0);
+        assert_eq!(entropy(4, &byte_histogram(b"aaaa")), 0.0);
+        assert!((entropy(2, &byte_histogram(b"ab")) - 1.0).abs() < 1e-12);
+        let all: Vec<u8> = (0..=255).collect();
+        assert!((entropy(256, &byte_histogram(&all)) - 8.0).abs() < 1e-12);
+        assert!(is_binary(b"ab\0"));
+        let mut late = vec![b'a'; BINARY_PROBE_BYTES];
+        late.push(0);
+        assert!(!is_binary(&late));
+    }
+}

@@ -1,0 +1,40 @@
+//! exoflow turns file changes into exact, queryable analytics.
+//!
+//! # Data path
+//!
+//! ```text
+//!  source (walk | archive) --FileEvent--> exchange by hash(source, path)
+//!    --> reader + batcher (one Arrow binary array of contents per batch)
+//!    --> kernel stage (hash, lines, entropy, binary; language; rule matches)
+//!    --> FileVersion --> lake writer (Parquet part files per worker and table)
+//! ```
+//!
+//! - [`source`] emits [`source::FileEvent`]s and never reads file contents (archive members,
+//!   which only exist inside a stream, are the exception).
+//! - [`read`] opens regular files only and never follows a symlink or opens a FIFO.
+//! - [`batch`] gathers contents into one values buffer + offsets: what every kernel backend takes.
+//! - [`kernels`] computes features over whole batches; the CPU backend is the reference.
+//! - [`dataflow`] is the timely graph; a probe on the writers bounds the work in flight.
+//! - [`sink`] writes the lake; [`sink::schema`] loads `schemas/*.json`, the single source of
+//!   truth for every table.
+//!
+//! # Invariants
+//!
+//! - **Every input entry ends as a `files` row**: with features, or with a `skip_reason`.
+//! - **A bad file never stops a run**; it becomes a row, a counter and a log line with its path.
+//! - **Rule counts are exact and independent**: each rule counts its own non-overlapping
+//!   leftmost-first matches, whatever the other rules match.
+//! - **Secrets are not copied**: a `secret` rule's matched text never reaches the lake or logs.
+//! - **Readers never see a half-written Parquet file**: parts are renamed into place when complete.
+//! - **Same rows whatever the route**: directory or archive, 1 or N workers.
+
+pub mod batch;
+pub mod dataflow;
+pub mod kernels;
+pub mod pipeline;
+pub mod progress;
+pub mod read;
+pub mod replay;
+pub mod sink;
+pub mod source;
+pub mod version;

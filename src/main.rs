@@ -1,0 +1,116 @@
+//! CLI entry: parse, run, print the error chain, map errors to exit codes (0 ok, 1 runtime, 2 usage).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use exoflow::pipeline::Pipeline;
+use exoflow::replay::{ReplayError, ReplayOptions, replay};
+
+/// Turns file changes into exact, queryable analytics: a Parquet lake of per-file features and
+/// rule matches.
+#[derive(Debug, Parser)]
+#[command(name = "exoflow", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay a directory tree or a .tar / .tar.gz / .tgz / .tar.zst archive into a lake.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// A directory, or a .tar, .tar.gz/.tgz or .tar.zst archive.
+    path: PathBuf,
+    /// The lake directory (created if missing).
+    #[arg(long, value_name = "LAKE")]
+    out: PathBuf,
+    /// Pipeline file (JSON); the built-in default pack when absent.
+    #[arg(long, value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+    /// Worker threads [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Source name [default: the base name of PATH without archive suffixes].
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
+    /// Drop this many leading path components of archive members, like tar.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    strip_components: usize,
+    /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
+    #[arg(long)]
+    no_ignore: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Replay(args) => run_replay(args),
+    }
+}
+
+fn run_replay(args: ReplayArgs) -> ExitCode {
+    let pipeline = match &args.pipeline {
+        Some(path) => match Pipeline::load(path) {
+            Ok(p) => p,
+            Err(e) => return fail(&anyhow::Error::new(e), 2),
+        },
+        None => Pipeline::default_pack(),
+    };
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if workers == 0 {
+        return fail(&anyhow::anyhow!("--workers must be at least 1"), 2);
+    }
+    let options = ReplayOptions {
+        path: args.path,
+        lake: args.out,
+        pipeline,
+        workers,
+        source: args.source,
+        strip_components: args.strip_components,
+        no_ignore: args.no_ignore,
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    match replay(options) {
+        Ok(summary) => {
+            print(&summary.to_string());
+            match summary.source_error {
+                Some(e) => fail(
+                    &anyhow::Error::new(e).context("the replay stopped early; rows read before the error are in the lake"),
+                    1,
+                ),
+                None => ExitCode::SUCCESS,
+            }
+        }
+        Err(ReplayError::Input(e)) => fail(&anyhow::Error::new(e), 2),
+        Err(e) => fail(&anyhow::Error::new(e), 1),
+    }
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}
+
+fn fail(error: &anyhow::Error, code: u8) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(code)
+}

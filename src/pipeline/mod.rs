@@ -1,0 +1,230 @@
+//! Pipeline file (JSON) -> validated [`Pipeline`]: limits and a compiled [`RuleSet`], checked before any work starts.
+
+mod rules;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use rules::{RuleMatch, RuleSet};
+
+/// Files larger than this many bytes are not read unless the pipeline says otherwise (64 MiB).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// At most this many `matches` rows are written per file version and rule.
+pub const DEFAULT_MAX_MATCHES_PER_RULE: usize = 100;
+/// Directory statistics group files by this many leading directory components.
+pub const DEFAULT_DIR_DEPTH: usize = 1;
+
+/// The rule pack used when no `--pipeline` is given.
+pub const DEFAULT_PIPELINE_JSON: &str = include_str!("../../pipelines/default.json");
+
+/// A pipeline file as written by a user. Every field is documented because this struct is the
+/// reference for the file format; unknown fields are refused so that a typo is an error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// A short name for the pipeline, shown in logs.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free text for people reading the file.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Files above this size get a `files` row with `skip_reason = 'too_large'` and are not read.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// At most this many `matches` rows per file version and rule; `file_rules` keeps the exact count.
+    #[serde(default = "default_max_matches_per_rule")]
+    pub max_matches_per_rule: usize,
+    /// Scan files detected as binary (a NUL byte in the first 8 KiB) for rule matches.
+    #[serde(default)]
+    pub scan_binary: bool,
+    /// Leading directory components that key the per-directory statistics.
+    #[serde(default = "default_dir_depth")]
+    pub dir_depth: usize,
+    /// The content rules, each counted on its own.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// One content rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique id; the `rule` column of the lake.
+    pub id: String,
+    /// A literal byte string, or a regular expression when `regex` is true.
+    pub pattern: String,
+    /// Interpret `pattern` with the `regex` crate's bytes syntax (ASCII classes, like Python's bytes `re`).
+    #[serde(default)]
+    pub regex: bool,
+    /// ASCII case-insensitive matching.
+    #[serde(default)]
+    pub case_insensitive: bool,
+    /// Never write the matched text: excerpts show its first 4 bytes and mask the rest.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+fn default_max_file_bytes() -> u64 {
+    DEFAULT_MAX_FILE_BYTES
+}
+fn default_max_matches_per_rule() -> usize {
+    DEFAULT_MAX_MATCHES_PER_RULE
+}
+fn default_dir_depth() -> usize {
+    DEFAULT_DIR_DEPTH
+}
+
+/// Why a pipeline file was refused. Every variant names the file it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot read pipeline file {origin}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pipeline {origin}: field `{field}`: {reason}")]
+    Parse {
+        origin: String,
+        field: String,
+        reason: String,
+    },
+    #[error("pipeline {origin}: rule '{id}': {reason}")]
+    Rule {
+        origin: String,
+        id: String,
+        reason: String,
+    },
+    #[error("pipeline {origin}: {reason}")]
+    Invalid { origin: String, reason: String },
+}
+
+/// A validated pipeline: limits plus the compiled rules.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub max_file_bytes: u64,
+    pub max_matches_per_rule: usize,
+    pub scan_binary: bool,
+    pub dir_depth: usize,
+    pub rules: RuleSet,
+}
+
+impl Pipeline {
+    /// The embedded default rule pack (`pipelines/default.json`).
+    pub fn default_pack() -> Pipeline {
+        Pipeline::from_json(DEFAULT_PIPELINE_JSON, "pipelines/default.json")
+            .expect("the embedded default pipeline is valid")
+    }
+
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline, PipelineError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        Pipeline::from_json(&text, &origin)
+    }
+
+    /// Parses and validates pipeline JSON; `origin` names it in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Pipeline, PipelineError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let spec: PipelineSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            PipelineError::Parse {
+                origin: origin.to_string(),
+                field,
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        Pipeline::from_spec(spec, origin)
+    }
+
+    /// Validates a parsed spec and compiles its rules.
+    pub fn from_spec(spec: PipelineSpec, origin: &str) -> Result<Pipeline, PipelineError> {
+        if spec.max_file_bytes > i32::MAX as u64 {
+            // Contents travel in Arrow binary arrays with 32-bit offsets.
+            return Err(PipelineError::Invalid {
+                origin: origin.to_string(),
+                reason: format!(
+                    "max_file_bytes {} is above the supported maximum {}",
+                    spec.max_file_bytes,
+                    i32::MAX
+                ),
+            });
+        }
+        let rules = RuleSet::compile(&spec.rules).map_err(|(id, reason)| PipelineError::Rule {
+            origin: origin.to_string(),
+            id,
+            reason,
+        })?;
+        Ok(Pipeline {
+            name: spec.name.unwrap_or_else(|| "unnamed".to_string()),
+            max_file_bytes: spec.max_file_bytes,
+            max_matches_per_rule: spec.max_matches_per_rule,
+            scan_binary: spec.scan_binary,
+            dir_depth: spec.dir_depth,
+            rules,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pack_is_valid_and_has_about_twenty_rules() {
+        let p = Pipeline::default_pack();
+        assert!((18..=24).contains(&p.rules.len()), "{}", p.rules.len());
+        assert_eq!(p.max_file_bytes, DEFAULT_MAX_FILE_BYTES);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_path() {
+        let err = Pipeline::from_json(
+            r#"{"rules": [{"id": "a", "pattern": "x", "regx": true}]}"#,
+            "p.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("p.json"), "{err}");
+        assert!(err.contains("rules[0]"), "{err}");
+        assert!(err.contains("regx"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_id_is_refused() {
+        let err = Pipeline::from_json(
+            r#"{"rules": [{"id": "a", "pattern": "x"}, {"id": "a", "pattern": "y"}]}"#,
+            "p.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("rule 'a'") && err.contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn invalid_regex_is_refused_with_rule_id() {
+        let err = Pipeline::from_json(
+            r#"{"rules": [{"id": "bad", "pattern": "a(b", "regex": true}]}"#,
+            "p.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("rule 'bad'"), "{err}");
+    }
+
+    #[test]
+    fn pattern_matching_empty_is_refused() {
+        let err = Pipeline::from_json(
+            r#"{"rules": [{"id": "e", "pattern": "a*", "regex": true}]}"#,
+            "p.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("empty"), "{err}");
+    }
+}

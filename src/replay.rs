@@ -1,0 +1,214 @@
+//! `exoflow replay`: a directory tree or archive -> source thread -> the dataflow -> a lake, and the summary.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dataflow::{self, GraphError, GraphPlan};
+use crate::kernels::KernelStage;
+use crate::kernels::cpu::CpuBackend;
+use crate::pipeline::Pipeline;
+use crate::progress::{Progress, ProgressDisplay};
+use crate::sink::SinkReport;
+use crate::source::archive::{ArchiveOptions, is_archive, read_archive};
+use crate::source::walk::{WalkOptions, walk};
+use crate::source::{SourceError, default_source_name};
+use crate::version::SkipReason;
+
+/// Events buffered between the source and the workers.
+const EVENT_QUEUE: usize = 4096;
+
+/// What to replay and how.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub path: PathBuf,
+    pub lake: PathBuf,
+    pub pipeline: Pipeline,
+    pub workers: usize,
+    /// Source name; by default the base name of `path` without archive suffixes.
+    pub source: Option<String>,
+    pub strip_components: usize,
+    pub no_ignore: bool,
+    pub progress_bar: bool,
+}
+
+/// Why a replay could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The input is missing or of the wrong kind: nothing was done.
+    #[error(transparent)]
+    Input(SourceError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+}
+
+/// The result of a replay that ran.
+#[derive(Debug)]
+pub struct ReplaySummary {
+    pub source: String,
+    pub lake: PathBuf,
+    pub epoch: u64,
+    pub workers: usize,
+    pub elapsed: Duration,
+    pub report: SinkReport,
+    pub rule_ids: Vec<String>,
+    /// A source failure part way (a corrupt archive): rows before it were written.
+    pub source_error: Option<SourceError>,
+}
+
+/// Runs a replay.
+pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    let started = Instant::now();
+    let archive = is_archive(&options.path) && options.path.is_file();
+    if !archive {
+        match std::fs::metadata(&options.path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ReplayError::Input(SourceError::NotReplayable {
+                    path: options.path.clone(),
+                }));
+            }
+            Err(source) => {
+                return Err(ReplayError::Input(SourceError::Open {
+                    path: options.path.clone(),
+                    source,
+                }));
+            }
+        }
+    }
+    let source = options
+        .source
+        .clone()
+        .unwrap_or_else(|| default_source_name(&options.path));
+    let epoch = next_epoch(&options.lake);
+    let workers = options.workers.max(1);
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(progress.clone(), options.progress_bar);
+    let rule_ids = (0..options.pipeline.rules.len() as u32)
+        .map(|i| options.pipeline.rules.id(i).to_string())
+        .collect();
+
+    let (sender, receiver) = crossbeam_channel::bounded(EVENT_QUEUE);
+    let source_thread = std::thread::spawn({
+        let path = options.path.clone();
+        let source = source.clone();
+        let max_file_bytes = options.pipeline.max_file_bytes;
+        let (strip_components, no_ignore) = (options.strip_components, options.no_ignore);
+        move || {
+            if archive {
+                let archive_options = ArchiveOptions {
+                    strip_components,
+                    max_file_bytes,
+                    no_ignore,
+                };
+                read_archive(&path, &source, epoch, &archive_options, &sender).map(|_| ())
+            } else {
+                let walk_options = WalkOptions {
+                    no_ignore,
+                    threads: workers,
+                };
+                walk(&path, &source, epoch, &walk_options, &sender).map(|_| ())
+            }
+        }
+    });
+    let plan = GraphPlan {
+        lake: options.lake.clone(),
+        workers,
+        epoch,
+        max_file_bytes: options.pipeline.max_file_bytes,
+        stage: Arc::new(KernelStage::new(Box::new(CpuBackend), options.pipeline)),
+        progress,
+    };
+    let graph = dataflow::run(plan, receiver);
+    let source_result = source_thread
+        .join()
+        .unwrap_or_else(|_| panic!("the source thread panicked"));
+    display.finish();
+    let report = graph?;
+    Ok(ReplaySummary {
+        source,
+        lake: options.lake,
+        epoch,
+        workers,
+        elapsed: started.elapsed(),
+        report,
+        rule_ids,
+        source_error: source_result.err(),
+    })
+}
+
+/// The epoch after the highest one in the lake's `files` part names, or 1 for a new lake.
+pub fn next_epoch(lake: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(lake.join("files")) else {
+        return 1;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+            rest.split('-').nth(2)?.parse::<u64>().ok()
+        })
+        .max()
+        .map_or(1, |last| last + 1)
+}
+
+impl fmt::Display for ReplaySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.report;
+        let secs = self.elapsed.as_secs_f64().max(1e-6);
+        writeln!(
+            f,
+            "replayed {} files, {:.1} MB from source '{}' in {:.2} s ({:.0} files/s, {:.1} MB/s), epoch {}, {} workers",
+            r.files,
+            r.bytes as f64 / 1e6,
+            self.source,
+            secs,
+            r.files as f64 / secs,
+            r.bytes as f64 / 1e6 / secs,
+            self.epoch,
+            self.workers,
+        )?;
+        let skipped: Vec<String> = SkipReason::ALL
+            .iter()
+            .zip(r.skipped)
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| format!("{} {n}", reason.as_str()))
+            .collect();
+        if skipped.is_empty() {
+            writeln!(f, "skipped: none")?;
+        } else {
+            writeln!(f, "skipped: {}", skipped.join(", "))?;
+        }
+        let mut top: Vec<(usize, u64)> = r
+            .rule_matches
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        if top.is_empty() {
+            writeln!(f, "top rules: no matches")?;
+        } else {
+            let shown: Vec<String> = top
+                .iter()
+                .take(5)
+                .map(|&(i, n)| {
+                    format!("{} {n} in {} files", self.rule_ids[i], r.rule_files[i])
+                })
+                .collect();
+            writeln!(f, "top rules: {}", shown.join("; "))?;
+        }
+        write!(
+            f,
+            "lake {}: files {} rows, file_rules {} rows, matches {} rows, {} part files",
+            self.lake.display(),
+            r.rows_files,
+            r.rows_file_rules,
+            r.rows_matches,
+            r.parts.len()
+        )
+    }
+}

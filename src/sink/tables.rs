@@ -1,0 +1,146 @@
+//! FileVersions -> Arrow record batches of the `files`, `file_rules` and `matches` tables, in the column
+//! order of their schema files.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, StringBuilder,
+    UInt64Builder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::ArrowError;
+
+use super::schema::table;
+use crate::pipeline::RuleSet;
+use crate::version::FileVersion;
+
+/// The three tables' batches for one group of versions.
+pub struct TableBatches {
+    pub files: RecordBatch,
+    pub file_rules: RecordBatch,
+    pub matches: RecordBatch,
+}
+
+/// Builds the batches for `versions`.
+pub fn build(versions: &[FileVersion], rules: &RuleSet) -> Result<TableBatches, ArrowError> {
+    Ok(TableBatches {
+        files: files(versions)?,
+        file_rules: file_rules(versions, rules)?,
+        matches: matches(versions, rules)?,
+    })
+}
+
+fn files(versions: &[FileVersion]) -> Result<RecordBatch, ArrowError> {
+    let n = versions.len();
+    let mut source = StringBuilder::with_capacity(n, n * 8);
+    let mut path = StringBuilder::with_capacity(n, n * 32);
+    let mut path_bytes = BinaryBuilder::new();
+    let mut op = StringBuilder::with_capacity(n, n * 6);
+    let mut epoch = UInt64Builder::with_capacity(n);
+    let mut size = UInt64Builder::with_capacity(n);
+    let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 16);
+    let mut lines = UInt64Builder::with_capacity(n);
+    let mut entropy = Float64Builder::with_capacity(n);
+    let mut is_binary = BooleanBuilder::with_capacity(n);
+    let mut language = StringBuilder::new();
+    let mut skip_reason = StringBuilder::new();
+    for v in versions {
+        source.append_value(&v.source);
+        path.append_value(v.path_lossy());
+        path_bytes.append_option(v.path_bytes_if_not_utf8());
+        op.append_value(if v.deleted { "delete" } else { "upsert" });
+        epoch.append_value(v.epoch);
+        size.append_option(v.size);
+        match &v.features {
+            Some(f) => {
+                hash.append_value(f.hash)?;
+                lines.append_value(f.lines);
+                entropy.append_value(f.entropy);
+                is_binary.append_value(f.is_binary);
+                language.append_option(f.language.map(|l| l.0));
+            }
+            None => {
+                hash.append_null();
+                lines.append_null();
+                entropy.append_null();
+                is_binary.append_null();
+                language.append_null();
+            }
+        }
+        skip_reason.append_option(v.skip_reason.map(|r| r.as_str()));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(source.finish()),
+        Arc::new(path.finish()),
+        Arc::new(path_bytes.finish()),
+        Arc::new(op.finish()),
+        Arc::new(epoch.finish()),
+        Arc::new(size.finish()),
+        Arc::new(hash.finish()),
+        Arc::new(lines.finish()),
+        Arc::new(entropy.finish()),
+        Arc::new(is_binary.finish()),
+        Arc::new(language.finish()),
+        Arc::new(skip_reason.finish()),
+    ];
+    RecordBatch::try_new(table("files").arrow.clone(), columns)
+}
+
+fn file_rules(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, ArrowError> {
+    let mut source = StringBuilder::new();
+    let mut path = StringBuilder::new();
+    let mut epoch = UInt64Builder::new();
+    let mut rule = StringBuilder::new();
+    let mut count = UInt64Builder::new();
+    for v in versions {
+        for &(index, n) in &v.rule_counts {
+            source.append_value(&v.source);
+            path.append_value(v.path_lossy());
+            epoch.append_value(v.epoch);
+            rule.append_value(rules.id(index));
+            count.append_value(n);
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(source.finish()),
+        Arc::new(path.finish()),
+        Arc::new(epoch.finish()),
+        Arc::new(rule.finish()),
+        Arc::new(count.finish()),
+    ];
+    RecordBatch::try_new(table("file_rules").arrow.clone(), columns)
+}
+
+fn matches(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, ArrowError> {
+    let mut source = StringBuilder::new();
+    let mut path = StringBuilder::new();
+    let mut epoch = UInt64Builder::new();
+    let mut rule = StringBuilder::new();
+    let mut line = UInt64Builder::new();
+    let mut column = UInt64Builder::new();
+    let mut offset = UInt64Builder::new();
+    let mut excerpt = StringBuilder::new();
+    for v in versions {
+        for m in &v.matches {
+            source.append_value(&v.source);
+            path.append_value(v.path_lossy());
+            epoch.append_value(v.epoch);
+            rule.append_value(rules.id(m.rule));
+            line.append_value(m.line);
+            column.append_value(m.column);
+            offset.append_value(m.offset);
+            excerpt.append_value(&m.excerpt);
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(source.finish()),
+        Arc::new(path.finish()),
+        Arc::new(epoch.finish()),
+        Arc::new(rule.finish()),
+        Arc::new(line.finish()),
+        Arc::new(column.finish()),
+        Arc::new(offset.finish()),
+        Arc::new(excerpt.finish()),
+    ];
+    RecordBatch::try_new(table("matches").arrow.clone(), columns)
+}

@@ -1,0 +1,156 @@
+//! Directory tree -> one upsert [`FileEvent`] per entry that is not a directory, walked in parallel,
+//! honouring `.gitignore`/`.ignore` and skipping `.git/` unless told to take everything.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::Sender;
+use ignore::{WalkBuilder, WalkState};
+
+use super::{EntryType, EventKind, FileEvent, Origin, SourceError, now_us};
+
+/// How to walk a tree.
+#[derive(Debug, Clone)]
+pub struct WalkOptions {
+    /// Take every entry: no ignore files, `.git/` included.
+    pub no_ignore: bool,
+    /// Walker threads.
+    pub threads: usize,
+}
+
+/// What a walk saw.
+#[derive(Debug, Default, Clone)]
+pub struct WalkReport {
+    pub entries: u64,
+    pub errors: u64,
+}
+
+/// Walks `root` and sends an upsert event for every non-directory entry at `epoch`. Returns when
+/// the walk is complete or the receiver hung up.
+pub fn walk(
+    root: &Path,
+    source: &str,
+    epoch: u64,
+    options: &WalkOptions,
+    events: &Sender<FileEvent>,
+) -> Result<WalkReport, SourceError> {
+    let meta = std::fs::metadata(root).map_err(|source| SourceError::Open {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(SourceError::NotReplayable {
+            path: root.to_path_buf(),
+        });
+    }
+    let mut builder = WalkBuilder::new(root);
+    builder
+        .threads(options.threads.max(1))
+        .follow_links(false)
+        // Results must not depend on files outside the tree or on the user's git setup.
+        .parents(false)
+        .git_global(false)
+        .git_exclude(false)
+        .require_git(false);
+    if options.no_ignore {
+        builder.standard_filters(false);
+    } else {
+        builder
+            .hidden(false)
+            .ignore(true)
+            .git_ignore(true)
+            .filter_entry(|entry| entry.file_name() != ".git");
+    }
+    let entries = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    builder.build_parallel().run(|| {
+        let entries = &entries;
+        let errors = &errors;
+        Box::new(move |result| {
+            let event = match result {
+                Ok(entry) => {
+                    let Some(file_type) = entry.file_type() else {
+                        return WalkState::Continue; // stdin; never produced for a directory walk
+                    };
+                    if file_type.is_dir() {
+                        return WalkState::Continue;
+                    }
+                    let entry_type = if file_type.is_symlink() {
+                        EntryType::Symlink
+                    } else if file_type.is_file() {
+                        EntryType::File
+                    } else {
+                        EntryType::NotRegular
+                    };
+                    event(root, source, epoch, entry.path(), entry_type, None)
+                }
+                Err(err) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = error_path(&err) else {
+                        tracing::warn!(error = %err, "walk error");
+                        return WalkState::Continue;
+                    };
+                    tracing::warn!(path = %path.display(), error = %err, "cannot list entry");
+                    event(
+                        root,
+                        source,
+                        epoch,
+                        &path,
+                        EntryType::NotRegular,
+                        Some(err.to_string()),
+                    )
+                }
+            };
+            let Some(event) = event else {
+                return WalkState::Continue;
+            };
+            entries.fetch_add(1, Ordering::Relaxed);
+            match events.send(event) {
+                Ok(()) => WalkState::Continue,
+                Err(_) => WalkState::Quit,
+            }
+        })
+    });
+    Ok(WalkReport {
+        entries: entries.into_inner(),
+        errors: errors.into_inner(),
+    })
+}
+
+fn event(
+    root: &Path,
+    source: &str,
+    epoch: u64,
+    path: &Path,
+    entry: EntryType,
+    unlistable: Option<String>,
+) -> Option<FileEvent> {
+    let relative = path.strip_prefix(root).ok()?;
+    let bytes = relative.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return None;
+    }
+    let origin = match unlistable {
+        Some(reason) => Origin::Unlistable(reason),
+        None => Origin::Disk(path.to_path_buf()),
+    };
+    Some(FileEvent {
+        source: source.to_string(),
+        path: bytes.to_vec(),
+        kind: EventKind::Upsert,
+        epoch,
+        observed_at_us: now_us(),
+        entry,
+        origin,
+    })
+}
+
+fn error_path(err: &ignore::Error) -> Option<PathBuf> {
+    match err {
+        ignore::Error::WithPath { path, .. } => Some(path.clone()),
+        ignore::Error::WithDepth { err, .. } => error_path(err),
+        ignore::Error::WithLineNumber { err, .. } => error_path(err),
+        _ => None,
+    }
+}
