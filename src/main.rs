@@ -93,7 +93,9 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             print(&summary.to_string());
             match summary.source_error {
                 Some(e) => fail(
-                    &anyhow::Error::new(e).context("the replay stopped early; rows read before the error are in the lake"),
+                    &anyhow::Error::new(e).context(
+                        "the replay stopped early; rows read before the error are in the lake",
+                    ),
                     1,
                 ),
                 None => ExitCode::SUCCESS,

@@ -195,9 +195,7 @@ impl fmt::Display for ReplaySummary {
             let shown: Vec<String> = top
                 .iter()
                 .take(5)
-                .map(|&(i, n)| {
-                    format!("{} {n} in {} files", self.rule_ids[i], r.rule_files[i])
-                })
+                .map(|&(i, n)| format!("{} {n} in {} files", self.rule_ids[i], r.rule_files[i]))
                 .collect();
             writeln!(f, "top rules: {}", shown.join("; "))?;
         }

@@ -173,7 +173,11 @@ mod tests {
         assert_eq!(found.counts, vec![(0, 3)]);
         assert_eq!(found.rows.len(), 2);
         assert_eq!(
-            (found.rows[1].line, found.rows[1].column, found.rows[1].offset),
+            (
+                found.rows[1].line,
+                found.rows[1].column,
+                found.rows[1].offset
+            ),
             (2, 3, 10)
         );
         assert_eq!(found.rows[0].excerpt, "TODO a");

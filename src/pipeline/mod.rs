@@ -203,7 +203,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("rule 'a'") && err.contains("duplicate"), "{err}");
+        assert!(
+            err.contains("rule 'a'") && err.contains("duplicate"),
+            "{err}"
+        );
     }
 
     #[test]

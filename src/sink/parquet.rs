@@ -24,7 +24,9 @@ pub const DEFAULT_ROW_GROUP_BYTES: usize = 32 << 20;
 
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(DEFAULT_ROW_GROUP_ROWS))
         .set_max_row_group_bytes(Some(DEFAULT_ROW_GROUP_BYTES))
@@ -72,12 +74,10 @@ impl PartWriter {
             self.start()?;
         }
         let (writer, tmp, _) = self.open.as_mut().expect("started above");
-        writer
-            .write(batch)
-            .map_err(|source| SinkError::Parquet {
-                path: tmp.clone(),
-                source,
-            })?;
+        writer.write(batch).map_err(|source| SinkError::Parquet {
+            path: tmp.clone(),
+            source,
+        })?;
         self.rows += batch.num_rows() as u64;
         if writer.bytes_written() + writer.in_progress_size() >= DEFAULT_PART_BYTES {
             self.close()?;
@@ -101,11 +101,12 @@ impl PartWriter {
             path: tmp.clone(),
             source,
         })?;
-        let writer = ArrowWriter::try_new(file, self.table.arrow.clone(), Some(writer_properties()))
-            .map_err(|source| SinkError::Parquet {
-                path: tmp.clone(),
-                source,
-            })?;
+        let writer =
+            ArrowWriter::try_new(file, self.table.arrow.clone(), Some(writer_properties()))
+                .map_err(|source| SinkError::Parquet {
+                    path: tmp.clone(),
+                    source,
+                })?;
         self.open = Some((writer, tmp, target));
         Ok(())
     }

@@ -48,7 +48,10 @@ static TABLES: LazyLock<HashMap<&'static str, TableSchema>> = LazyLock::new(|| {
         .map(|(name, text)| {
             let schema = TableSchema::parse(text)
                 .unwrap_or_else(|e| panic!("schemas/{name}.json is invalid: {e}"));
-            assert_eq!(&schema.spec.table, name, "schemas/{name}.json names another table");
+            assert_eq!(
+                &schema.spec.table, name,
+                "schemas/{name}.json names another table"
+            );
             (*name, schema)
         })
         .collect()

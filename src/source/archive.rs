@@ -156,7 +156,10 @@ mod tests {
     fn member_names_are_normalized_like_tar() {
         assert_eq!(normalize(b"./a/b.c", 0).unwrap(), b"a/b.c");
         assert_eq!(normalize(b"/abs/x", 0).unwrap(), b"abs/x");
-        assert_eq!(normalize(b"linux-6.1/kernel/fork.c", 1).unwrap(), b"kernel/fork.c");
+        assert_eq!(
+            normalize(b"linux-6.1/kernel/fork.c", 1).unwrap(),
+            b"kernel/fork.c"
+        );
         assert_eq!(normalize(b"./top/", 1), None);
         assert_eq!(normalize(b"a/../../etc/passwd", 0), None);
     }

@@ -128,7 +128,10 @@ mod tests {
 
     #[test]
     fn source_name_drops_archive_suffixes() {
-        assert_eq!(default_source_name(Path::new("/x/linux-6.1.tar.gz")), "linux-6.1");
+        assert_eq!(
+            default_source_name(Path::new("/x/linux-6.1.tar.gz")),
+            "linux-6.1"
+        );
         assert_eq!(default_source_name(Path::new("snap.tar.zst")), "snap");
         assert_eq!(default_source_name(Path::new("a.tgz")), "a");
         assert_eq!(default_source_name(Path::new("/data/tree/")), "tree");
