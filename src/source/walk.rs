@@ -1,5 +1,6 @@
 //! Directory tree -> one upsert [`FileEvent`] per entry that is not a directory, walked in parallel,
-//! honouring `.gitignore`/`.ignore` and skipping `.git/` unless told to take everything.
+//! honouring `.ignore` and, inside a git work tree, `.gitignore`, and skipping `.git/`, unless told to
+//! take everything.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -48,11 +49,13 @@ pub fn walk(
     builder
         .threads(options.threads.max(1))
         .follow_links(false)
-        // Results must not depend on files outside the tree or on the user's git setup.
+        // Results must not depend on files outside the tree or on the user's git setup. As in
+        // ripgrep, `.gitignore` counts inside a git work tree (a tree with `.git`), where it means
+        // something; `.ignore` counts everywhere.
         .parents(false)
         .git_global(false)
         .git_exclude(false)
-        .require_git(false);
+        .require_git(true);
     if options.no_ignore {
         builder.standard_filters(false);
     } else {
