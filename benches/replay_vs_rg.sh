@@ -13,7 +13,8 @@
 #
 # Per tree: one warm-up read, then N alternating runs of
 #   exoflow replay TREE --out $TMP/lake-$i     (fresh lake each run, removed after)
-#   rg -c -uuu --no-messages -e "$(benches/rules_to_rg.py PIPELINE)" TREE > /dev/null
+#   rg -c -uuu --no-unicode --no-messages -e "$(benches/rules_to_rg.py PIPELINE)" TREE > /dev/null
+# (--no-unicode: ASCII classes and case folding, the semantics of exoflow's rules, and rg's faster mode)
 # each under /usr/bin/time -v. Prints each run's wall times, then a table with the medians,
 # the median of the per-run exoflow/rg ratios, peak RSS (max over runs) and exoflow files/s.
 #
@@ -90,7 +91,7 @@ rg --no-config -q -e "$pattern" /dev/null || rg_check=$?
 [[ $rg_check -le 1 ]] || die "rg rejects the rule pattern: $pattern"
 
 exo_args=()
-rg_args=(--no-config -c -uuu --no-messages)
+rg_args=(--no-config -c -uuu --no-unicode --no-messages)
 [[ -n $pipeline ]] && exo_args+=(--pipeline "$pipeline")
 [[ -n $workers ]] && { exo_args+=(--workers "$workers"); rg_args+=(-j "$workers"); }
 

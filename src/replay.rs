@@ -154,15 +154,31 @@ pub fn next_epoch(lake: &Path) -> u64 {
         .map_or(1, |last| last + 1)
 }
 
+/// Bytes in the largest decimal unit that keeps a digit before the point.
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
 impl fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.report;
         let secs = self.elapsed.as_secs_f64().max(1e-6);
         writeln!(
             f,
-            "replayed {} files, {:.1} MB from source '{}' in {:.2} s ({:.0} files/s, {:.1} MB/s), epoch {}, {} workers",
+            "replayed {} files, {} from source '{}' in {:.2} s ({:.0} files/s, {:.1} MB/s), epoch {}, {} workers",
             r.files,
-            r.bytes as f64 / 1e6,
+            human_bytes(r.bytes),
             self.source,
             secs,
             r.files as f64 / secs,

@@ -257,3 +257,26 @@ impl LakeWriter {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn a_batch_with_another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PartWriter::new(dir.path(), "files", 0, 1);
+        let schema = Arc::new(Schema::new(vec![Field::new("path", DataType::Utf8, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["a"]))]).unwrap();
+        let err = writer.write(&batch).unwrap_err();
+        assert!(matches!(err, SinkError::SchemaMismatch { .. }), "{err}");
+        let (rows, parts) = writer.finish().unwrap();
+        assert_eq!((rows, parts.len()), (0, 0));
+    }
+}
