@@ -33,6 +33,7 @@ pub mod dataflow;
 pub mod kernels;
 pub mod pipeline;
 pub mod progress;
+pub mod query;
 pub mod read;
 pub mod replay;
 pub mod sink;

@@ -20,14 +20,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Replay a directory tree or a .tar / .tar.gz / .tgz / .tar.zst archive into a lake.
+    /// Replay a directory tree or a .tar / .tar.gz / .tgz / .tar.zst archive into a lake; several
+    /// PATHs are successive snapshots of one tree.
     Replay(ReplayArgs),
+    /// Print the current statistics of a lake.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatsArgs {
+    /// The lake directory.
+    lake: PathBuf,
+    /// Print JSON (an array of objects) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Only this dimension (rule, rule_language, rule_dir, language, duplicates, total).
+    #[arg(long, value_name = "DIMENSION")]
+    dimension: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
-    /// A directory, or a .tar, .tar.gz/.tgz or .tar.zst archive.
-    path: PathBuf,
+    /// A directory, or a .tar, .tar.gz/.tgz or .tar.zst archive; several are successive
+    /// snapshots of one tree, each the complete tree at the next epoch.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
     /// The lake directory (created if missing).
     #[arg(long, value_name = "LAKE")]
     out: PathBuf,
@@ -37,7 +54,7 @@ struct ReplayArgs {
     /// Worker threads [default: the number of cores].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Source name [default: the base name of PATH without archive suffixes].
+    /// Source name [default: the base name of the first PATH without archive suffixes].
     #[arg(long, value_name = "NAME")]
     source: Option<String>,
     /// Drop this many leading path components of archive members, like tar.
@@ -59,7 +76,30 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Stats(args) => run_stats(args),
     }
+}
+
+fn run_stats(args: StatsArgs) -> ExitCode {
+    let mut rows = match exoflow::query::current_stats(&args.lake) {
+        Ok(rows) => rows,
+        Err(e @ exoflow::query::QueryError::NoStatistics { .. }) => {
+            return fail(&anyhow::Error::new(e), 2);
+        }
+        Err(e) => return fail(&anyhow::Error::new(e), 1),
+    };
+    if let Some(dimension) = &args.dimension {
+        rows.retain(|r| &r.dimension == dimension);
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&rows) {
+            Ok(text) => print(&text),
+            Err(e) => return fail(&anyhow::Error::new(e), 1),
+        }
+    } else {
+        print(&exoflow::query::format_table(&rows));
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_replay(args: ReplayArgs) -> ExitCode {
@@ -79,7 +119,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         return fail(&anyhow::anyhow!("--workers must be at least 1"), 2);
     }
     let options = ReplayOptions {
-        path: args.path,
+        paths: args.paths,
         lake: args.out,
         pipeline,
         workers,

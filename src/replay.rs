@@ -1,10 +1,14 @@
-//! `exoflow replay`: a directory tree or archive -> source thread -> the dataflow -> a lake, and the summary.
+//! `exoflow replay`: snapshots of a tree (directories or archives) -> source thread -> the dataflow -> a
+//! lake, and the summary.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::dataflow::reconcile::Epochs;
 use crate::dataflow::{self, GraphError, GraphPlan};
 use crate::kernels::KernelStage;
 use crate::kernels::cpu::CpuBackend;
@@ -22,11 +26,12 @@ const EVENT_QUEUE: usize = 4096;
 /// What to replay and how.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    pub path: PathBuf,
+    /// Successive snapshots of one tree: directories or archives.
+    pub paths: Vec<PathBuf>,
     pub lake: PathBuf,
     pub pipeline: Pipeline,
     pub workers: usize,
-    /// Source name; by default the base name of `path` without archive suffixes.
+    /// Source name; by default the base name of the first path without archive suffixes.
     pub source: Option<String>,
     pub strip_components: usize,
     pub no_ignore: bool,
@@ -36,7 +41,7 @@ pub struct ReplayOptions {
 /// Why a replay could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// The input is missing or of the wrong kind: nothing was done.
+    /// An input is missing or of the wrong kind: nothing was done.
     #[error(transparent)]
     Input(SourceError),
     #[error(transparent)]
@@ -48,77 +53,113 @@ pub enum ReplayError {
 pub struct ReplaySummary {
     pub source: String,
     pub lake: PathBuf,
-    pub epoch: u64,
+    pub epochs: RangeInclusive<u64>,
     pub workers: usize,
     pub elapsed: Duration,
+    /// Files read and featurized, changed or not.
+    pub observed_files: u64,
+    pub observed_bytes: u64,
     pub report: SinkReport,
     pub rule_ids: Vec<String>,
     /// A source failure part way (a corrupt archive): rows before it were written.
     pub source_error: Option<SourceError>,
 }
 
-/// Runs a replay.
+/// One input, checked before anything starts.
+#[derive(Debug, Clone)]
+enum Input {
+    Directory(PathBuf),
+    Archive(PathBuf),
+}
+
+fn check_input(path: &Path) -> Result<Input, SourceError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(Input::Directory(path.to_path_buf())),
+        Ok(m) if m.is_file() && is_archive(path) => Ok(Input::Archive(path.to_path_buf())),
+        Ok(_) => Err(SourceError::NotReplayable {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(SourceError::Open {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Runs a replay: snapshot i of `paths` is the complete tree at epoch `first + i`.
 pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
-    let archive = is_archive(&options.path) && options.path.is_file();
-    if !archive {
-        match std::fs::metadata(&options.path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(ReplayError::Input(SourceError::NotReplayable {
-                    path: options.path.clone(),
-                }));
-            }
-            Err(source) => {
-                return Err(ReplayError::Input(SourceError::Open {
-                    path: options.path.clone(),
-                    source,
-                }));
-            }
-        }
-    }
+    let inputs = options
+        .paths
+        .iter()
+        .map(|p| check_input(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ReplayError::Input)?;
+    let first_path = options.paths.first().ok_or_else(|| {
+        ReplayError::Input(SourceError::NotReplayable {
+            path: PathBuf::new(),
+        })
+    })?;
     let source = options
         .source
         .clone()
-        .unwrap_or_else(|| default_source_name(&options.path));
-    let epoch = next_epoch(&options.lake);
+        .unwrap_or_else(|| default_source_name(first_path));
+    let first_epoch = next_epoch(&options.lake);
+    let epochs = first_epoch..=first_epoch + inputs.len() as u64 - 1;
     let workers = options.workers.max(1);
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), options.progress_bar);
     let rule_ids = (0..options.pipeline.rules.len() as u32)
         .map(|i| options.pipeline.rules.id(i).to_string())
         .collect();
+    let sealed = Arc::new(AtomicU64::new(first_epoch - 1));
+    let source_failed = Arc::new(AtomicBool::new(false));
 
     let (sender, receiver) = crossbeam_channel::bounded(EVENT_QUEUE);
     let source_thread = std::thread::spawn({
-        let path = options.path.clone();
         let source = source.clone();
+        let (sealed, failed) = (sealed.clone(), source_failed.clone());
         let max_file_bytes = options.pipeline.max_file_bytes;
         let (strip_components, no_ignore) = (options.strip_components, options.no_ignore);
         move || {
-            if archive {
-                let archive_options = ArchiveOptions {
-                    strip_components,
-                    max_file_bytes,
-                    no_ignore,
+            for (epoch, input) in (first_epoch..).zip(inputs) {
+                let result = match &input {
+                    Input::Archive(path) => {
+                        let archive_options = ArchiveOptions {
+                            strip_components,
+                            max_file_bytes,
+                            no_ignore,
+                        };
+                        read_archive(path, &source, epoch, &archive_options, &sender).map(|_| ())
+                    }
+                    Input::Directory(path) => {
+                        let walk_options = WalkOptions {
+                            no_ignore,
+                            threads: workers,
+                        };
+                        walk(path, &source, epoch, &walk_options, &sender).map(|_| ())
+                    }
                 };
-                read_archive(&path, &source, epoch, &archive_options, &sender).map(|_| ())
-            } else {
-                let walk_options = WalkOptions {
-                    no_ignore,
-                    threads: workers,
-                };
-                walk(&path, &source, epoch, &walk_options, &sender).map(|_| ())
+                if let Err(e) = result {
+                    // Set before the sender hangs up, so no snapshot is taken as complete.
+                    failed.store(true, Ordering::Release);
+                    return Err(e);
+                }
+                sealed.store(epoch, Ordering::Release);
             }
+            Ok(())
         }
     });
     let plan = GraphPlan {
         lake: options.lake.clone(),
         workers,
-        epoch,
         max_file_bytes: options.pipeline.max_file_bytes,
+        dir_depth: options.pipeline.dir_depth,
+        epochs: Epochs::Snapshots(epochs.clone(), source_failed),
+        last_epoch: *epochs.end(),
+        sealed,
         stage: Arc::new(KernelStage::new(Box::new(CpuBackend), options.pipeline)),
-        progress,
+        progress: progress.clone(),
     };
     let graph = dataflow::run(plan, receiver);
     let source_result = source_thread
@@ -129,9 +170,11 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     Ok(ReplaySummary {
         source,
         lake: options.lake,
-        epoch,
+        epochs,
         workers,
         elapsed: started.elapsed(),
+        observed_files: progress.files(),
+        observed_bytes: progress.bytes(),
         report,
         rule_ids,
         source_error: source_result.err(),
@@ -174,17 +217,28 @@ impl fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.report;
         let secs = self.elapsed.as_secs_f64().max(1e-6);
+        let snapshots = self.epochs.end() - self.epochs.start() + 1;
         writeln!(
             f,
-            "replayed {} files, {} from source '{}' in {:.2} s ({:.0} files/s, {:.1} MB/s), epoch {}, {} workers",
-            r.files,
-            human_bytes(r.bytes),
+            "replayed {} snapshot{} of '{}': {} files, {} in {:.2} s ({:.0} files/s, {:.1} MB/s), {} workers",
+            snapshots,
+            if snapshots == 1 { "" } else { "s" },
             self.source,
+            self.observed_files,
+            human_bytes(self.observed_bytes),
             secs,
-            r.files as f64 / secs,
-            r.bytes as f64 / 1e6 / secs,
-            self.epoch,
+            self.observed_files as f64 / secs,
+            self.observed_bytes as f64 / 1e6 / secs,
             self.workers,
+        )?;
+        writeln!(
+            f,
+            "changes: {} upserts, {} deletes, {} unchanged, epochs {}..={}",
+            r.files,
+            r.deleted,
+            self.observed_files.saturating_sub(r.files),
+            self.epochs.start(),
+            self.epochs.end(),
         )?;
         let skipped: Vec<String> = SkipReason::ALL
             .iter()

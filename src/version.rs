@@ -92,6 +92,27 @@ pub struct FileVersion {
 }
 
 impl FileVersion {
+    /// A delete of `path` at `epoch`.
+    pub fn delete(source: String, path: Vec<u8>, epoch: u64) -> FileVersion {
+        FileVersion {
+            source,
+            path,
+            deleted: true,
+            epoch,
+            size: None,
+            features: None,
+            skip_reason: None,
+            rule_counts: Vec::new(),
+            matches: Vec::new(),
+        }
+    }
+
+    /// The same version at another epoch.
+    pub fn with_epoch(mut self, epoch: u64) -> FileVersion {
+        self.epoch = epoch;
+        self
+    }
+
     /// The path as UTF-8, lossy where the name is not valid UTF-8.
     pub fn path_lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.path)

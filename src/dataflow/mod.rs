@@ -1,42 +1,57 @@
-//! The timely graph: FileEvents from a source -> exchange by hash(path) -> read, batch and kernels on the
-//! worker that owns the path -> that worker's lake writer; a probe on the writer's output bounds the
-//! epochs in flight, so sources wait for the dataflow and nothing buffers without bound.
+//! The timely graph: FileEvents -> exchange by hash(path) -> read, batch and kernels on the worker that
+//! owns the path -> only the changes (reconcile) -> the lake writer, and -> the differential
+//! collection of current versions (upsert by path) -> statistics -> the statistics writer.
+//!
+//! Timely time is the epoch. Memory is bounded by admitting at most [`MAX_EVENTS_IN_FLIGHT`]
+//! events between the source and the kernel stage: a source waits for the workers, never the
+//! other way round.
+
+pub mod reconcile;
+pub mod stats;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, TryRecvError};
+use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline as PipelinePact};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Operator, Probe};
-use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
+use timely::dataflow::{InputHandleVec, ProbeHandle, Stream, StreamVec};
 
+use self::reconcile::{Epochs, PathKey, reconcile};
+use self::stats::{StatKey, Tracked, all_stats};
 use crate::batch::Batcher;
 use crate::kernels::KernelStage;
 use crate::progress::Progress;
+use crate::sink::stats::StatsWriter;
 use crate::sink::{LakeWriter, SinkError, SinkReport};
-use crate::source::{FileEvent, Member, Origin};
+use crate::source::FileEvent;
 use crate::version::FileVersion;
 
-/// Events a worker admits before it closes its current tick.
-const TICK_EVENTS: usize = 256;
-/// Inline archive bytes a worker admits before it closes its current tick.
-const TICK_BYTES: usize = 8 << 20;
-/// Ticks a worker may have in flight beyond what the lake writers have finished.
-const TICKS_IN_FLIGHT: u64 = 4;
+/// Events admitted into the graph and not yet featurized, over all workers.
+pub const MAX_EVENTS_IN_FLIGHT: usize = 8192;
+/// Events a worker sends before it lets the graph run.
+const EVENTS_PER_STEP: usize = 256;
 
 /// Everything a run of the graph needs.
 pub struct GraphPlan {
     pub lake: PathBuf,
     pub workers: usize,
-    /// The epoch written into the lake for this run's versions.
-    pub epoch: u64,
     pub stage: Arc<KernelStage>,
     pub max_file_bytes: u64,
+    pub dir_depth: usize,
+    pub epochs: Epochs,
+    /// The last epoch of the run; `stats_current` is current at it when the run ends.
+    pub last_epoch: u64,
+    /// The highest epoch whose events the source has all sent.
+    pub sealed: Arc<AtomicU64>,
     pub progress: Arc<Progress>,
 }
 
@@ -52,14 +67,14 @@ pub enum GraphError {
 /// Runs the graph over every event `events` yields until its senders hang up, and returns the
 /// merged report of the lake writers.
 pub fn run(plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkReport, GraphError> {
-    let abort = Arc::new(AtomicBool::new(false));
-    let config = timely::Config::process(plan.workers.max(1));
-    let plan = Arc::new(plan);
-    let guards = timely::execute(config, {
-        let abort = abort.clone();
-        move |worker| run_worker(worker, &plan, &events, &abort)
-    })
-    .map_err(GraphError::Timely)?;
+    let shared = Arc::new(Shared {
+        plan,
+        abort: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+    });
+    let config = timely::Config::process(shared.plan.workers.max(1));
+    let guards = timely::execute(config, move |worker| run_worker(worker, &shared, &events))
+        .map_err(GraphError::Timely)?;
     let mut report = SinkReport::default();
     let mut first_error = None;
     for result in guards.join() {
@@ -79,59 +94,84 @@ pub fn run(plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkReport, G
     }
 }
 
+/// What every worker shares.
+struct Shared {
+    plan: GraphPlan,
+    abort: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
 fn run_worker(
     worker: &mut timely::worker::Worker,
-    plan: &GraphPlan,
+    shared: &Arc<Shared>,
     events: &Receiver<FileEvent>,
-    abort: &AtomicBool,
 ) -> Result<SinkReport, SinkError> {
+    let plan = &shared.plan;
     let index = worker.index();
+    let rules = plan.stage.rules().clone();
     let writer = Rc::new(RefCell::new(LakeWriter::new(
         &plan.lake,
         index,
-        plan.epoch,
-        plan.stage.rules().clone(),
+        rules.clone(),
     )));
+    let stats_writer = Rc::new(RefCell::new(StatsWriter::new(&plan.lake, index, rules)));
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
     let mut input = InputHandleVec::<u64, FileEvent>::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let events = input.to_stream(scope);
-        let versions = featurize(
-            events,
-            plan.stage.clone(),
-            plan.max_file_bytes,
-            plan.progress.clone(),
-        );
-        write_lake(versions, writer.clone(), failure.clone()).probe_with(&probe);
+        let observed = featurize(events, shared.clone());
+        let changes = reconcile(observed, plan.epochs.clone());
+        write_lake(changes.clone(), writer.clone(), failure.clone()).probe_with(&probe);
+        let upserts =
+            changes.map(|v| ((v.source.clone(), v.path.clone()), Tracked::of(&v), v.epoch));
+        let current = arrange_from_upsert::<
+            ValBuilder<PathKey, Tracked, u64, isize>,
+            ValSpine<PathKey, Tracked, u64, isize>,
+            PathKey,
+            Tracked,
+        >(upserts, "CurrentVersions")
+        .as_collection(|key, tracked| (key.clone(), tracked.clone()));
+        let stats = all_stats(current, plan.dir_depth);
+        write_stats(stats.inner, stats_writer.clone(), failure.clone()).probe_with(&probe);
     });
 
-    let (mut tick_events, mut tick_bytes) = (0usize, 0usize);
+    let mut since_step = 0usize;
     loop {
         if failure.borrow().is_some() {
-            abort.store(true, Ordering::Relaxed);
+            shared.abort.store(true, Ordering::Relaxed);
         }
-        if abort.load(Ordering::Relaxed) {
+        if shared.abort.load(Ordering::Relaxed) {
             break;
+        }
+        if shared.in_flight.load(Ordering::Acquire) >= MAX_EVENTS_IN_FLIGHT {
+            input.flush();
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            continue;
         }
         match events.try_recv() {
             Ok(event) => {
-                if let Origin::Member(Member::Regular(content)) = &event.origin {
-                    tick_bytes += content.len();
+                if event.epoch > *input.time() {
+                    input.advance_to(event.epoch);
                 }
+                shared.in_flight.fetch_add(1, Ordering::AcqRel);
                 input.send(event);
-                tick_events += 1;
-                if tick_events >= TICK_EVENTS || tick_bytes >= TICK_BYTES {
-                    advance(&mut input, &probe, worker);
-                    (tick_events, tick_bytes) = (0, 0);
+                since_step += 1;
+                if since_step >= EVENTS_PER_STEP {
+                    input.flush();
+                    worker.step();
+                    since_step = 0;
                 }
             }
             Err(TryRecvError::Empty) => {
-                if tick_events > 0 {
-                    advance(&mut input, &probe, worker);
-                    (tick_events, tick_bytes) = (0, 0);
+                // No event of a sealed epoch can come any more: let the epoch complete.
+                let sealed = plan.sealed.load(Ordering::Acquire);
+                if sealed >= *input.time() {
+                    input.advance_to(sealed + 1);
                 }
+                input.flush();
                 worker.step_or_park(Some(Duration::from_millis(1)));
+                since_step = 0;
             }
             Err(TryRecvError::Disconnected) => break,
         }
@@ -146,45 +186,41 @@ fn run_worker(
         .map_err(|_| ())
         .expect("the dataflow has completed and released the writer")
         .into_inner();
-    writer.finish()
-}
-
-/// Closes the current tick and waits while too many ticks are in flight.
-fn advance(
-    input: &mut InputHandleVec<u64, FileEvent>,
-    probe: &ProbeHandle<u64>,
-    worker: &mut timely::worker::Worker,
-) {
-    let next = *input.time() + 1;
-    input.advance_to(next);
-    if next > TICKS_IN_FLIGHT {
-        let oldest = next - TICKS_IN_FLIGHT;
-        while probe.less_than(&oldest) {
-            worker.step();
-        }
-    }
+    let stats_writer = Rc::try_unwrap(stats_writer)
+        .map_err(|_| ())
+        .expect("the dataflow has completed and released the statistics writer")
+        .into_inner();
+    let mut report = writer.finish()?;
+    let stats_parts = if index == 0 {
+        stats_writer.finish(Some(plan.last_epoch))?
+    } else {
+        stats_writer.finish(None)?
+    };
+    report.parts.extend(stats_parts);
+    Ok(report)
 }
 
 /// Events -> versions: each event goes to the worker that owns its path, which reads it into a
 /// batch and runs the kernel stage over the batch.
 fn featurize<'scope>(
     events: StreamVec<'scope, u64, FileEvent>,
-    stage: Arc<KernelStage>,
-    max_file_bytes: u64,
-    progress: Arc<Progress>,
+    shared: Arc<Shared>,
 ) -> StreamVec<'scope, u64, FileVersion> {
     let pact = Exchange::new(|event: &FileEvent| event.route());
     events.unary::<CapacityContainerBuilder<Vec<FileVersion>>, _, _, _>(
         pact,
         "Featurize",
         move |_capability, _info| {
-            let mut batcher = Batcher::new(max_file_bytes);
+            let plan = &shared.plan;
+            let mut batcher = Batcher::new(plan.max_file_bytes);
             move |input, output| {
+                let plan = &shared.plan;
                 input.for_each(|capability, data| {
                     let mut flush = |batcher: &mut Batcher| {
                         let (files, bytes) = (batcher.len(), batcher.bytes());
-                        let versions = stage.run(batcher.finish());
-                        progress.add(files as u64, bytes as u64);
+                        let versions = plan.stage.run(batcher.finish());
+                        plan.progress.add(files as u64, bytes as u64);
+                        shared.in_flight.fetch_sub(files, Ordering::AcqRel);
                         output
                             .session(&capability)
                             .give_iterator(versions.into_iter());
@@ -205,7 +241,7 @@ fn featurize<'scope>(
 }
 
 /// Versions -> the worker's part files. Its (empty) output exists so that a probe can tell when
-/// a tick has been written.
+/// an epoch has been written.
 fn write_lake<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
     writer: Rc<RefCell<LakeWriter>>,
@@ -225,6 +261,43 @@ fn write_lake<'scope>(
                     }
                     data.clear();
                 });
+            }
+        },
+    )
+}
+
+/// Statistic changes -> one worker, which writes each epoch's changes once the epoch is complete
+/// and replaces `stats_current.parquet`.
+fn write_stats<'scope>(
+    changes: Stream<'scope, u64, Vec<(StatKey, u64, isize)>>,
+    writer: Rc<RefCell<StatsWriter>>,
+    failure: Rc<RefCell<Option<SinkError>>>,
+) -> StreamVec<'scope, u64, ()> {
+    changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Exchange::new(|_: &(StatKey, u64, isize)| 0u64),
+        "StatsWriter",
+        move |_capability, _info| {
+            let mut pending: std::collections::BTreeMap<u64, Vec<(StatKey, i64)>> =
+                Default::default();
+            move |(input, frontier), _output| {
+                input.for_each(|_capability, data| {
+                    for (key, epoch, diff) in data.drain(..) {
+                        pending.entry(epoch).or_default().push((key, diff as i64));
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (epoch, changes) = entry.remove_entry();
+                    if failure.borrow().is_some() {
+                        continue;
+                    }
+                    if let Err(error) = writer.borrow_mut().commit_epoch(epoch, changes) {
+                        tracing::error!(error = %error, "statistics write failed");
+                        *failure.borrow_mut() = Some(error);
+                    }
+                }
             }
         },
     )

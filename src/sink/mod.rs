@@ -2,6 +2,7 @@
 
 pub mod parquet;
 pub mod schema;
+pub mod stats;
 pub mod tables;
 
 use std::path::PathBuf;

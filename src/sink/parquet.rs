@@ -38,20 +38,26 @@ pub struct PartWriter {
     table: &'static TableSchema,
     dir: PathBuf,
     worker: usize,
-    epoch: u64,
     sequence: u32,
-    open: Option<(ArrowWriter<File>, PathBuf, PathBuf)>,
+    open: Option<OpenPart>,
     rows: u64,
     parts: Vec<PathBuf>,
 }
 
+/// A part file being written: its writer, temporary path and the epochs of its rows.
+struct OpenPart {
+    writer: ArrowWriter<File>,
+    tmp: PathBuf,
+    first_epoch: u64,
+    last_epoch: u64,
+}
+
 impl PartWriter {
-    pub fn new(lake: &Path, name: &str, worker: usize, epoch: u64) -> PartWriter {
+    pub fn new(lake: &Path, name: &str, worker: usize) -> PartWriter {
         PartWriter {
             table: table(name),
             dir: lake.join(name),
             worker,
-            epoch,
             sequence: 0,
             open: None,
             rows: 0,
@@ -59,8 +65,9 @@ impl PartWriter {
         }
     }
 
-    /// Appends a batch; refuses one whose schema is not the table's.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+    /// Appends a batch of rows of the epochs `first..=last`; refuses one whose schema is not the
+    /// table's.
+    pub fn write(&mut self, batch: &RecordBatch, first: u64, last: u64) -> Result<(), SinkError> {
         if batch.schema() != self.table.arrow {
             return Err(SinkError::SchemaMismatch {
                 table: self.table.spec.table.clone(),
@@ -71,32 +78,35 @@ impl PartWriter {
             return Ok(());
         }
         if self.open.is_none() {
-            self.start()?;
+            self.start(first)?;
         }
-        let (writer, tmp, _) = self.open.as_mut().expect("started above");
-        writer.write(batch).map_err(|source| SinkError::Parquet {
-            path: tmp.clone(),
-            source,
-        })?;
+        let part = self.open.as_mut().expect("started above");
+        part.writer
+            .write(batch)
+            .map_err(|source| SinkError::Parquet {
+                path: part.tmp.clone(),
+                source,
+            })?;
+        part.first_epoch = part.first_epoch.min(first);
+        part.last_epoch = part.last_epoch.max(last);
         self.rows += batch.num_rows() as u64;
-        if writer.bytes_written() + writer.in_progress_size() >= DEFAULT_PART_BYTES {
+        if part.writer.bytes_written() + part.writer.in_progress_size() >= DEFAULT_PART_BYTES {
             self.close()?;
         }
         Ok(())
     }
 
-    fn start(&mut self) -> Result<(), SinkError> {
+    fn start(&mut self, epoch: u64) -> Result<(), SinkError> {
         std::fs::create_dir_all(&self.dir).map_err(|source| SinkError::Io {
             path: self.dir.clone(),
             source,
         })?;
-        let name = format!(
-            "part-{:04}-{}-{}-{:04}.parquet",
-            self.worker, self.epoch, self.epoch, self.sequence
-        );
-        self.sequence += 1;
-        let target = self.dir.join(&name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let tmp = self.dir.join(format!(
+            ".part-{:04}-{}-{:04}.parquet.tmp",
+            self.worker,
+            std::process::id(),
+            self.sequence
+        ));
         let file = File::create(&tmp).map_err(|source| SinkError::Io {
             path: tmp.clone(),
             source,
@@ -107,28 +117,26 @@ impl PartWriter {
                     path: tmp.clone(),
                     source,
                 })?;
-        self.open = Some((writer, tmp, target));
+        self.open = Some(OpenPart {
+            writer,
+            tmp,
+            first_epoch: epoch,
+            last_epoch: epoch,
+        });
         Ok(())
     }
 
-    /// Finishes the open part: footer, fsync, rename, fsync of the directory.
+    /// Finishes the open part: footer, fsync, rename to its final name, fsync of the directory.
     fn close(&mut self) -> Result<(), SinkError> {
-        let Some((writer, tmp, target)) = self.open.take() else {
+        let Some(part) = self.open.take() else {
             return Ok(());
         };
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SinkError::Io { path, source }
-        };
-        let file = writer.into_inner().map_err(|source| SinkError::Parquet {
-            path: tmp.clone(),
-            source,
-        })?;
-        file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &target).map_err(io(&target))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+        let target = self.dir.join(format!(
+            "part-{:04}-{}-{}-{:04}.parquet",
+            self.worker, part.first_epoch, part.last_epoch, self.sequence
+        ));
+        self.sequence += 1;
+        finish_atomically(part.writer, &part.tmp, &target)?;
         self.parts.push(target);
         Ok(())
     }
@@ -143,16 +151,73 @@ impl PartWriter {
 impl Drop for PartWriter {
     fn drop(&mut self) {
         // A writer dropped without finish (an error elsewhere) leaves no temporary file behind.
-        if let Some((_, tmp, _)) = self.open.take() {
-            let _ = std::fs::remove_file(tmp);
+        if let Some(part) = self.open.take() {
+            let _ = std::fs::remove_file(part.tmp);
         }
     }
+}
+
+/// Finishes a Parquet writer whose file is `tmp`: footer, fsync, rename to `target`, fsync of the
+/// directory. A reader sees either no file or the whole file at `target`.
+pub fn finish_atomically(
+    writer: ArrowWriter<File>,
+    tmp: &Path,
+    target: &Path,
+) -> Result<(), SinkError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SinkError::Io { path, source }
+    };
+    let file = writer.into_inner().map_err(|source| SinkError::Parquet {
+        path: tmp.to_path_buf(),
+        source,
+    })?;
+    file.sync_all().map_err(io(tmp))?;
+    std::fs::rename(tmp, target).map_err(io(target))?;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(())
+}
+
+/// Writes `batch` as the whole file `target` (of table `name`), replacing it atomically.
+pub fn replace_file(target: &Path, name: &str, batch: &RecordBatch) -> Result<(), SinkError> {
+    let schema = table(name);
+    if batch.schema() != schema.arrow {
+        return Err(SinkError::SchemaMismatch {
+            table: name.to_string(),
+            detail: format!("got {:?}", batch.schema()),
+        });
+    }
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let file_name = target.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let parquet_error = |source| SinkError::Parquet {
+        path: tmp.clone(),
+        source,
+    };
+    let file = File::create(&tmp).map_err(|source| SinkError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    let mut writer = ArrowWriter::try_new(file, schema.arrow.clone(), Some(writer_properties()))
+        .map_err(parquet_error)?;
+    writer.write(batch).map_err(parquet_error)?;
+    finish_atomically(writer, &tmp, target)
 }
 
 /// What one worker wrote, and what it saw, for the summary.
 #[derive(Debug, Default, Clone)]
 pub struct SinkReport {
+    /// Upserts written (new or changed versions).
     pub files: u64,
+    /// Deletes written.
+    pub deleted: u64,
     pub bytes: u64,
     pub skipped: [u64; SkipReason::ALL.len()],
     /// Per rule: files with a match, and matches.
@@ -168,6 +233,7 @@ impl SinkReport {
     /// Adds another worker's report to this one.
     pub fn merge(&mut self, other: SinkReport) {
         self.files += other.files;
+        self.deleted += other.deleted;
         self.bytes += other.bytes;
         for (a, b) in self.skipped.iter_mut().zip(other.skipped) {
             *a += b;
@@ -200,11 +266,11 @@ pub struct LakeWriter {
 }
 
 impl LakeWriter {
-    pub fn new(lake: &Path, worker: usize, epoch: u64, rules: RuleSet) -> LakeWriter {
+    pub fn new(lake: &Path, worker: usize, rules: RuleSet) -> LakeWriter {
         LakeWriter {
-            files: PartWriter::new(lake, "files", worker, epoch),
-            file_rules: PartWriter::new(lake, "file_rules", worker, epoch),
-            matches: PartWriter::new(lake, "matches", worker, epoch),
+            files: PartWriter::new(lake, "files", worker),
+            file_rules: PartWriter::new(lake, "file_rules", worker),
+            matches: PartWriter::new(lake, "matches", worker),
             report: SinkReport {
                 rule_files: vec![0; rules.len()],
                 rule_matches: vec![0; rules.len()],
@@ -219,7 +285,13 @@ impl LakeWriter {
         if versions.is_empty() {
             return Ok(());
         }
+        let first = versions.iter().map(|v| v.epoch).min().unwrap_or(0);
+        let last = versions.iter().map(|v| v.epoch).max().unwrap_or(0);
         for v in versions {
+            if v.deleted {
+                self.report.deleted += 1;
+                continue;
+            }
             self.report.files += 1;
             if v.features.is_some() {
                 self.report.bytes += v.size.unwrap_or(0);
@@ -236,9 +308,9 @@ impl LakeWriter {
             table: "files".into(),
             source,
         })?;
-        self.files.write(&batches.files)?;
-        self.file_rules.write(&batches.file_rules)?;
-        self.matches.write(&batches.matches)?;
+        self.files.write(&batches.files, first, last)?;
+        self.file_rules.write(&batches.file_rules, first, last)?;
+        self.matches.write(&batches.matches, first, last)?;
         Ok(())
     }
 
@@ -270,11 +342,11 @@ mod tests {
     #[test]
     fn a_batch_with_another_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = PartWriter::new(dir.path(), "files", 0, 1);
+        let mut writer = PartWriter::new(dir.path(), "files", 0);
         let schema = Arc::new(Schema::new(vec![Field::new("path", DataType::Utf8, false)]));
         let batch =
             RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["a"]))]).unwrap();
-        let err = writer.write(&batch).unwrap_err();
+        let err = writer.write(&batch, 1, 1).unwrap_err();
         assert!(matches!(err, SinkError::SchemaMismatch { .. }), "{err}");
         let (rows, parts) = writer.finish().unwrap();
         assert_eq!((rows, parts.len()), (0, 0));

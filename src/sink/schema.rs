@@ -11,6 +11,14 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("files", include_str!("../../schemas/files.json")),
     ("file_rules", include_str!("../../schemas/file_rules.json")),
     ("matches", include_str!("../../schemas/matches.json")),
+    (
+        "stats_changes",
+        include_str!("../../schemas/stats_changes.json"),
+    ),
+    (
+        "stats_current",
+        include_str!("../../schemas/stats_current.json"),
+    ),
 ];
 
 /// One column as a schema file describes it.

@@ -1,16 +1,17 @@
-//! FileVersions -> Arrow record batches of the `files`, `file_rules` and `matches` tables, in the column
-//! order of their schema files.
+//! FileVersions and statistics -> Arrow record batches of the lake's tables, in the column order of their
+//! schema files.
 
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, StringBuilder,
-    UInt64Builder,
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int64Builder,
+    StringBuilder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::ArrowError;
 
 use super::schema::table;
+use crate::dataflow::stats::StatKey;
 use crate::pipeline::RuleSet;
 use crate::version::FileVersion;
 
@@ -143,4 +144,82 @@ fn matches(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, Arr
         Arc::new(excerpt.finish()),
     ];
     RecordBatch::try_new(table("matches").arrow.clone(), columns)
+}
+
+/// `stats_changes` rows: (epoch, statistic, diff).
+pub fn stats_changes(
+    rows: &[(u64, StatKey, i64)],
+    rules: &RuleSet,
+) -> Result<RecordBatch, ArrowError> {
+    let mut epoch = UInt64Builder::with_capacity(rows.len());
+    let mut stat = StatColumns::default();
+    let mut diff = Int64Builder::with_capacity(rows.len());
+    for (e, key, d) in rows {
+        epoch.append_value(*e);
+        stat.append(key, rules);
+        diff.append_value(*d);
+    }
+    let [dimension, key, rule, metric] = stat.finish();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(epoch.finish()),
+        dimension,
+        key,
+        rule,
+        metric,
+        Arc::new(diff.finish()),
+    ];
+    RecordBatch::try_new(table("stats_changes").arrow.clone(), columns)
+}
+
+/// `stats_current` rows: every statistic with its value, current at `at`.
+pub fn stats_current<'a>(
+    rows: impl Iterator<Item = (&'a StatKey, &'a i64)>,
+    at: u64,
+    rules: &RuleSet,
+) -> Result<RecordBatch, ArrowError> {
+    let mut stat = StatColumns::default();
+    let mut value = Int64Builder::new();
+    let mut epoch = UInt64Builder::new();
+    for (key, v) in rows {
+        stat.append(key, rules);
+        value.append_value(*v);
+        epoch.append_value(at);
+    }
+    let [dimension, key, rule, metric] = stat.finish();
+    let columns: Vec<ArrayRef> = vec![
+        dimension,
+        key,
+        rule,
+        metric,
+        Arc::new(value.finish()),
+        Arc::new(epoch.finish()),
+    ];
+    RecordBatch::try_new(table("stats_current").arrow.clone(), columns)
+}
+
+/// The four columns that name a statistic.
+#[derive(Default)]
+struct StatColumns {
+    dimension: StringBuilder,
+    key: StringBuilder,
+    rule: StringBuilder,
+    metric: StringBuilder,
+}
+
+impl StatColumns {
+    fn append(&mut self, stat: &StatKey, rules: &RuleSet) {
+        self.dimension.append_value(stat.dimension.as_str());
+        self.key.append_value(&stat.key);
+        self.rule.append_option(stat.rule.map(|r| rules.id(r)));
+        self.metric.append_value(stat.metric.as_str());
+    }
+
+    fn finish(mut self) -> [ArrayRef; 4] {
+        [
+            Arc::new(self.dimension.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.rule.finish()),
+            Arc::new(self.metric.finish()),
+        ]
+    }
 }
