@@ -1,14 +1,12 @@
 //! End-to-end tests of `exoflow replay`: the lake against an independent Python oracle, and the same
 //! rows whatever the route (workers, directory or archive).
 
-mod util;
-
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
-use util::*;
+use crate::util::*;
 
 const PIPELINE: &str = r#"{
   "name": "test",

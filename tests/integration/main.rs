@@ -1,0 +1,5 @@
+//! The integration tests, one binary: replay into a lake and check it with independent oracles.
+
+mod replay;
+mod stats;
+mod util;
