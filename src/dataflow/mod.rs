@@ -2,14 +2,17 @@
 //! owns the path -> only the changes (reconcile) -> the lake writer, and -> the differential
 //! collection of current versions (upsert by path) -> statistics -> the statistics writer.
 //!
-//! Timely time is the epoch. Memory is bounded by admitting at most [`MAX_EVENTS_IN_FLIGHT`]
-//! events between the source and the kernel stage: a source waits for the workers, never the
-//! other way round.
+//! Timely time is `epoch << 32 | tick`: an epoch (a snapshot, a commit interval) is split into
+//! ticks so that differential can settle its work tick by tick instead of holding a whole
+//! snapshot; the lake and the statistics tables are written per epoch. Memory is bounded by
+//! admitting at most [`MAX_EVENTS_IN_FLIGHT`] events between the source and the kernel stage: a
+//! source waits for the workers, never the other way round.
 
 pub mod reconcile;
 pub mod stats;
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,24 +24,41 @@ use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline as PipelinePact};
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Operator, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle, Stream, StreamVec};
 
-use self::reconcile::{Epochs, PathKey, reconcile};
+use self::reconcile::{Epochs, reconcile};
 use self::stats::{StatKey, Tracked, all_stats};
 use crate::batch::Batcher;
 use crate::kernels::KernelStage;
 use crate::progress::Progress;
 use crate::sink::stats::StatsWriter;
 use crate::sink::{LakeWriter, SinkError, SinkReport};
-use crate::source::FileEvent;
+use crate::source::{FileEvent, path_id};
 use crate::version::FileVersion;
 
 /// Events admitted into the graph and not yet featurized, over all workers.
 pub const MAX_EVENTS_IN_FLIGHT: usize = 8192;
 /// Events a worker sends before it lets the graph run.
-const EVENTS_PER_STEP: usize = 256;
+const EVENTS_PER_STEP: usize = 2048;
+
+/// Bits of a timestamp that count ticks within an epoch.
+const TICK_BITS: u32 = 32;
+
+/// The first timestamp of `epoch`.
+pub fn epoch_start(epoch: u64) -> u64 {
+    epoch << TICK_BITS
+}
+
+/// The last timestamp of `epoch`.
+pub fn epoch_end(epoch: u64) -> u64 {
+    epoch_start(epoch + 1) - 1
+}
+
+/// The epoch of a timestamp.
+pub fn epoch_of(time: u64) -> u64 {
+    time >> TICK_BITS
+}
 
 /// Everything a run of the graph needs.
 pub struct GraphPlan {
@@ -122,21 +142,19 @@ fn run_worker(
         let events = input.to_stream(scope);
         let observed = featurize(events, shared.clone());
         let changes = reconcile(observed, plan.epochs.clone());
-        write_lake(changes.clone(), writer.clone(), failure.clone()).probe_with(&probe);
-        let upserts =
-            changes.map(|v| ((v.source.clone(), v.path.clone()), Tracked::of(&v), v.epoch));
+        let upserts = write_lake(changes, writer.clone(), failure.clone(), plan.dir_depth);
         let current = arrange_from_upsert::<
-            ValBuilder<PathKey, Tracked, u64, isize>,
-            ValSpine<PathKey, Tracked, u64, isize>,
-            PathKey,
+            ValBuilder<u128, Tracked, u64, isize>,
+            ValSpine<u128, Tracked, u64, isize>,
+            u128,
             Tracked,
         >(upserts, "CurrentVersions")
-        .as_collection(|key, tracked| (key.clone(), tracked.clone()));
-        let stats = all_stats(current, plan.dir_depth);
+        .as_collection(|key, tracked| (*key, tracked.clone()));
+        let stats = all_stats(current);
         write_stats(stats.inner, stats_writer.clone(), failure.clone()).probe_with(&probe);
     });
 
-    let mut since_step = 0usize;
+    let mut since_tick = 0usize;
     loop {
         if failure.borrow().is_some() {
             shared.abort.store(true, Ordering::Relaxed);
@@ -145,33 +163,32 @@ fn run_worker(
             break;
         }
         if shared.in_flight.load(Ordering::Acquire) >= MAX_EVENTS_IN_FLIGHT {
-            input.flush();
+            next_tick(&mut input, &mut since_tick);
             worker.step_or_park(Some(Duration::from_millis(1)));
             continue;
         }
         match events.try_recv() {
             Ok(event) => {
-                if event.epoch > *input.time() {
-                    input.advance_to(event.epoch);
+                if event.epoch > epoch_of(*input.time()) {
+                    input.advance_to(epoch_start(event.epoch));
+                    since_tick = 0;
                 }
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
                 input.send(event);
-                since_step += 1;
-                if since_step >= EVENTS_PER_STEP {
-                    input.flush();
+                since_tick += 1;
+                if since_tick >= EVENTS_PER_STEP {
+                    next_tick(&mut input, &mut since_tick);
                     worker.step();
-                    since_step = 0;
                 }
             }
             Err(TryRecvError::Empty) => {
+                next_tick(&mut input, &mut since_tick);
                 // No event of a sealed epoch can come any more: let the epoch complete.
                 let sealed = plan.sealed.load(Ordering::Acquire);
-                if sealed >= *input.time() {
-                    input.advance_to(sealed + 1);
+                if sealed >= epoch_of(*input.time()) {
+                    input.advance_to(epoch_start(sealed + 1));
                 }
-                input.flush();
                 worker.step_or_park(Some(Duration::from_millis(1)));
-                since_step = 0;
             }
             Err(TryRecvError::Disconnected) => break,
         }
@@ -198,6 +215,15 @@ fn run_worker(
     };
     report.parts.extend(stats_parts);
     Ok(report)
+}
+
+/// Closes the current tick if anything was sent in it.
+fn next_tick(input: &mut InputHandleVec<u64, FileEvent>, since_tick: &mut usize) {
+    if *since_tick > 0 {
+        let next = *input.time() + 1;
+        input.advance_to(next);
+        *since_tick = 0;
+    }
 }
 
 /// Events -> versions: each event goes to the worker that owns its path, which reads it into a
@@ -240,26 +266,32 @@ fn featurize<'scope>(
     )
 }
 
-/// Versions -> the worker's part files. Its (empty) output exists so that a probe can tell when
-/// an epoch has been written.
+/// Versions -> the worker's part files, and -> upserts keyed by path id, at the time they travel
+/// at, for the current-versions arrangement (so that no version is copied for two consumers).
 fn write_lake<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
     writer: Rc<RefCell<LakeWriter>>,
     failure: Rc<RefCell<Option<SinkError>>>,
-) -> StreamVec<'scope, u64, ()> {
-    versions.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+    dir_depth: usize,
+) -> StreamVec<'scope, u64, (u128, Option<Tracked>, u64)> {
+    versions.unary::<CapacityContainerBuilder<Vec<(u128, Option<Tracked>, u64)>>, _, _, _>(
         PipelinePact,
         "LakeWriter",
         move |_capability, _info| {
-            move |input, _output| {
-                input.for_each(|_capability, data| {
+            move |input, output| {
+                input.for_each(|time, data| {
                     if failure.borrow().is_none()
                         && let Err(error) = writer.borrow_mut().write(data)
                     {
                         tracing::error!(error = %error, "lake write failed");
                         *failure.borrow_mut() = Some(error);
                     }
-                    data.clear();
+                    let at = *time.least().expect("a message has a time");
+                    output
+                        .session(&time)
+                        .give_iterator(data.drain(..).map(|v| {
+                            (path_id(&v.source, &v.path), Tracked::of(&v, dir_depth), at)
+                        }));
                 });
             }
         },
@@ -267,7 +299,8 @@ fn write_lake<'scope>(
 }
 
 /// Statistic changes -> one worker, which writes each epoch's changes once the epoch is complete
-/// and replaces `stats_current.parquet`.
+/// and replaces `stats_current.parquet`. It holds one consolidated value per statistic and open
+/// epoch.
 fn write_stats<'scope>(
     changes: Stream<'scope, u64, Vec<(StatKey, u64, isize)>>,
     writer: Rc<RefCell<StatsWriter>>,
@@ -277,16 +310,16 @@ fn write_stats<'scope>(
         Exchange::new(|_: &(StatKey, u64, isize)| 0u64),
         "StatsWriter",
         move |_capability, _info| {
-            let mut pending: std::collections::BTreeMap<u64, Vec<(StatKey, i64)>> =
-                Default::default();
+            let mut pending: BTreeMap<u64, HashMap<StatKey, i64>> = BTreeMap::new();
             move |(input, frontier), _output| {
                 input.for_each(|_capability, data| {
-                    for (key, epoch, diff) in data.drain(..) {
-                        pending.entry(epoch).or_default().push((key, diff as i64));
+                    for (key, time, diff) in data.drain(..) {
+                        let epoch = pending.entry(epoch_of(time)).or_default();
+                        *epoch.entry(key).or_default() += diff as i64;
                     }
                 });
                 while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
+                    if frontier.less_equal(&epoch_end(*entry.key())) {
                         break;
                     }
                     let (epoch, changes) = entry.remove_entry();

@@ -5,6 +5,7 @@
 //! state here is this worker's share of the tracked paths: one identity per path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,8 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 
+use super::{epoch_end, epoch_start};
+use crate::source::path_id;
 use crate::version::{FileVersion, SkipReason};
 
 /// (source, path): what a version is a version of.
@@ -59,8 +62,8 @@ pub fn reconcile<'scope>(
         "Reconcile",
         move |capability, _info| {
             let mut state = State {
-                known: HashMap::new(),
-                seen: HashSet::new(),
+                known: PathIdMap::default(),
+                seen: PathIdSet::default(),
                 stash: BTreeMap::new(),
             };
             let (mut open, last, source_failed) = match &epochs {
@@ -73,15 +76,12 @@ pub fn reconcile<'scope>(
             let mut capability = Some(capability);
             move |(input, frontier), output| {
                 input.for_each(|time, data| {
-                    let epoch = *time.least().expect("a message has a time");
-                    if snapshots && epoch > open {
-                        // A later snapshot's versions arrive before this one is complete.
-                        state.stash.entry(epoch).or_default().append(data);
-                        return;
-                    }
                     let mut session = output.session(&time);
                     for version in data.drain(..) {
-                        if let Some(change) = state.observe(version, snapshots) {
+                        if snapshots && version.epoch > open {
+                            // A later snapshot's versions arrive before this one is complete.
+                            state.stash.entry(version.epoch).or_default().push(version);
+                        } else if let Some(change) = state.observe(version, snapshots) {
                             session.give(change);
                         }
                     }
@@ -89,48 +89,78 @@ pub fn reconcile<'scope>(
                 let Some(cap) = capability.as_mut() else {
                     return;
                 };
-                if !snapshots {
+                let Some(last) = last else {
                     match frontier.frontier().first() {
                         Some(t) => cap.downgrade(t),
                         None => capability = None,
                     }
                     return;
-                }
-                let last = last.expect("snapshot mode");
-                // Close every snapshot the frontier has passed, in order.
-                while open <= last && !frontier.less_equal(&open) {
-                    let at = cap.delayed(&open);
-                    let mut session = output.session(&at);
+                };
+                // Close every snapshot the frontier has passed, in order: its deletes at its last
+                // time, then the next snapshot's stashed versions at its first time.
+                while open <= last && !frontier.less_equal(&epoch_end(open)) {
                     let complete = !source_failed
                         .as_ref()
                         .is_some_and(|f| f.load(Ordering::Acquire));
-                    for delete in state.close(open, complete) {
-                        session.give(delete);
-                    }
+                    let at = cap.delayed(&epoch_end(open));
+                    output
+                        .session(&at)
+                        .give_iterator(state.close(open, complete).into_iter());
                     open += 1;
                     if let Some(stashed) = state.stash.remove(&open) {
+                        let at = cap.delayed(&epoch_start(open));
+                        let mut session = output.session(&at);
                         for version in stashed {
                             if let Some(change) = state.observe(version, true) {
                                 session.give(change);
                             }
                         }
                     }
-                    if open <= last {
-                        cap.downgrade(&open);
-                    }
                 }
                 if open > last {
                     capability = None;
+                    return;
+                }
+                // Follow the input, but never past the end of the open snapshot, whose deletes
+                // are still to come.
+                let hold = frontier
+                    .frontier()
+                    .first()
+                    .map_or(epoch_end(open), |t| (*t).min(epoch_end(open)));
+                if hold > *cap.time() {
+                    cap.downgrade(&hold);
                 }
             }
         },
     )
 }
 
+/// Keys that are already uniform hashes (path ids) need no further hashing.
+#[derive(Default, Clone, Copy)]
+struct PathIdHasher(u64);
+
+impl std::hash::Hasher for PathIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, id: u128) {
+        self.0 = id as u64 ^ (id >> 64) as u64;
+    }
+}
+
+type PathIdMap<V> = HashMap<u128, V, BuildHasherDefault<PathIdHasher>>;
+type PathIdSet = HashSet<u128, BuildHasherDefault<PathIdHasher>>;
+
 struct State {
-    known: HashMap<PathKey, Identity>,
+    /// Per tracked path: its identity, and its (source, path) for the delete it may need.
+    known: PathIdMap<(Identity, PathKey)>,
     /// Paths seen in the open snapshot.
-    seen: HashSet<PathKey>,
+    seen: PathIdSet,
     /// Versions of later snapshots, by epoch.
     stash: BTreeMap<u64, Vec<FileVersion>>,
 }
@@ -138,18 +168,22 @@ struct State {
 impl State {
     /// Records a version; returns it when it is a change.
     fn observe(&mut self, version: FileVersion, snapshots: bool) -> Option<FileVersion> {
-        let key = (version.source.clone(), version.path.clone());
+        let id = path_id(&version.source, &version.path);
         if version.deleted {
-            return self.known.remove(&key).map(|_| version);
+            return self.known.remove(&id).map(|_| version);
+        }
+        if snapshots {
+            self.seen.insert(id);
         }
         let identity = Identity::of(&version);
-        if snapshots {
-            self.seen.insert(key.clone());
+        match self.known.get_mut(&id) {
+            Some((known, _)) if *known == identity => return None,
+            Some((known, _)) => *known = identity,
+            None => {
+                let key = (version.source.clone(), version.path.clone());
+                self.known.insert(id, (identity, key));
+            }
         }
-        if self.known.get(&key) == Some(&identity) {
-            return None;
-        }
-        self.known.insert(key, identity);
         Some(version)
     }
 
@@ -159,18 +193,18 @@ impl State {
         if !complete {
             return Vec::new();
         }
-        let mut gone: Vec<PathKey> = self
+        let gone: Vec<u128> = self
             .known
             .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
+            .filter(|id| !seen.contains(*id))
+            .copied()
             .collect();
-        gone.sort();
-        gone.into_iter()
-            .map(|key| {
-                self.known.remove(&key);
-                FileVersion::delete(key.0, key.1, epoch)
-            })
-            .collect()
+        let mut deletes: Vec<FileVersion> = gone
+            .into_iter()
+            .filter_map(|id| self.known.remove(&id))
+            .map(|(_, (source, path))| FileVersion::delete(source, path, epoch))
+            .collect();
+        deletes.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
+        deletes
     }
 }

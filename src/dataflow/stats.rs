@@ -2,10 +2,15 @@
 //! function maps that collection to a collection of [`StatKey`]s whose accumulated difference is the
 //! statistic's value. A modified file's old contribution is retracted by differential itself.
 
-use differential_dataflow::VecCollection;
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
-use super::reconcile::PathKey;
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Operator;
+
 use crate::version::{FileVersion, Language};
 
 /// What the statistics need of a current file version; small, because the arrangement holds one
@@ -18,13 +23,15 @@ pub struct Tracked {
     pub lines: u64,
     pub language: Option<Language>,
     pub hash: [u8; 16],
+    /// The `rule_dir` key: the leading directories of the path.
+    pub dir: String,
     /// (rule, count) for rules with a non-zero count.
     pub rules: Vec<(u32, u64)>,
 }
 
 impl Tracked {
     /// The statistics' view of an upsert; None for a delete.
-    pub fn of(version: &FileVersion) -> Option<Tracked> {
+    pub fn of(version: &FileVersion, dir_depth: usize) -> Option<Tracked> {
         if version.deleted {
             return None;
         }
@@ -35,6 +42,7 @@ impl Tracked {
                 lines: f.lines,
                 language: f.language,
                 hash: f.hash,
+                dir: directory_key(&version.path, dir_depth),
                 rules: version.rule_counts.clone(),
             },
             None => Tracked {
@@ -43,6 +51,7 @@ impl Tracked {
                 lines: 0,
                 language: None,
                 hash: [0; 16],
+                dir: String::new(),
                 rules: Vec::new(),
             },
         })
@@ -101,7 +110,8 @@ impl Metric {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StatKey {
     pub dimension: Dimension,
-    pub key: String,
+    /// Borrowed for the keys that are static text (languages, `''`), owned for the others.
+    pub key: Cow<'static, str>,
     /// Rule index, for the rule dimensions.
     pub rule: Option<u32>,
     pub metric: Metric,
@@ -110,7 +120,7 @@ pub struct StatKey {
 impl StatKey {
     fn new(
         dimension: Dimension,
-        key: impl Into<String>,
+        key: impl Into<Cow<'static, str>>,
         rule: Option<u32>,
         metric: Metric,
     ) -> Self {
@@ -123,68 +133,109 @@ impl StatKey {
     }
 }
 
-/// The current versions: one record per tracked path.
-pub type Current<'scope> = VecCollection<'scope, u64, (PathKey, Tracked)>;
+/// The current versions: one record per tracked path, keyed by its path id.
+pub type Current<'scope> = VecCollection<'scope, u64, (u128, Tracked)>;
 /// Statistics: the accumulated difference of each key is its value.
 pub type Stats<'scope> = VecCollection<'scope, u64, StatKey>;
 
-/// Every statistic, consolidated.
-pub fn all_stats<'scope>(current: Current<'scope>, dir_depth: usize) -> Stats<'scope> {
-    rule_stats(current.clone(), dir_depth)
+/// Every statistic. The collection is not consolidated here: the statistics writer sums each
+/// epoch's updates per statistic anyway, and a consolidation would sort them all once more.
+pub fn all_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
+    rule_stats(current.clone())
         .concat(language_stats(current.clone()))
-        .concat(duplicate_stats(current.clone()))
-        .concat(total_stats(current))
-        .consolidate()
+        .concat(total_stats(current.clone()))
+        .concat(duplicate_stats(current))
+}
+
+/// Like `explode`: each current version contributes `(statistic, amount)` pairs, multiplied by
+/// its difference. Equal statistics are summed within each batch with a hash map before they
+/// leave the operator: a file contributes a few dozen updates to a few hundred distinct
+/// statistics, so this shrinks what the consolidation sorts by orders of magnitude.
+fn contributions<'scope>(
+    current: Current<'scope>,
+    name: &str,
+    logic: impl Fn(&Tracked, &mut dyn FnMut(StatKey, i64)) + 'static,
+) -> Stats<'scope> {
+    current
+        .inner
+        .unary::<CapacityContainerBuilder<Vec<(StatKey, u64, isize)>>, _, _, _>(
+            Pipeline,
+            name,
+            move |_capability, _info| {
+                let mut sums: HashMap<(StatKey, u64), i64> = HashMap::new();
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        for ((_, tracked), at, diff) in data.drain(..) {
+                            logic(&tracked, &mut |key, amount| {
+                                *sums.entry((key, at)).or_default() += amount * diff as i64;
+                            });
+                        }
+                        output.session(&time).give_iterator(
+                            sums.drain()
+                                .filter(|(_, sum)| *sum != 0)
+                                .map(|((key, at), sum)| (key, at, sum as isize)),
+                        );
+                    });
+                }
+            },
+        )
+        .as_collection()
 }
 
 /// `rule`, `rule_language` and `rule_dir`: per rule, files with a match and matches, overall, by
 /// language (`''` when unknown) and by the leading `dir_depth` directories (`'.'` at the top).
-pub fn rule_stats<'scope>(current: Current<'scope>, dir_depth: usize) -> Stats<'scope> {
-    current.explode(move |((_, path), tracked)| {
-        let mut out = Vec::new();
+pub fn rule_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
+    contributions(current, "RuleStats", |tracked, emit| {
         if tracked.skipped {
-            return out;
+            return;
         }
         let language = tracked.language.map_or("", |l| l.0);
-        let dir = directory_key(&path, dir_depth);
         for &(rule, count) in &tracked.rules {
             for (dimension, key) in [
-                (Dimension::Rule, ""),
-                (Dimension::RuleLanguage, language),
-                (Dimension::RuleDir, dir.as_str()),
+                (Dimension::Rule, Cow::Borrowed("")),
+                (Dimension::RuleLanguage, Cow::Borrowed(language)),
+                (Dimension::RuleDir, Cow::Owned(tracked.dir.clone())),
             ] {
-                out.push((StatKey::new(dimension, key, Some(rule), Metric::Files), 1));
-                out.push((
+                emit(
+                    StatKey::new(dimension, key.clone(), Some(rule), Metric::Files),
+                    1,
+                );
+                emit(
                     StatKey::new(dimension, key, Some(rule), Metric::Matches),
-                    count as isize,
-                ));
+                    count as i64,
+                );
             }
         }
-        out
     })
 }
 
 /// `language`: files, bytes and lines per language (`''` when unknown).
 pub fn language_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
-    current.explode(|(_, tracked)| {
+    contributions(current, "LanguageStats", |tracked, emit| {
         if tracked.skipped {
-            return Vec::new();
+            return;
         }
         let key = tracked.language.map_or("", |l| l.0);
-        vec![
-            (
-                StatKey::new(Dimension::Language, key, None, Metric::Files),
-                1,
-            ),
-            (
-                StatKey::new(Dimension::Language, key, None, Metric::Bytes),
-                tracked.size as isize,
-            ),
-            (
-                StatKey::new(Dimension::Language, key, None, Metric::Lines),
-                tracked.lines as isize,
-            ),
-        ]
+        let stat = |metric| StatKey::new(Dimension::Language, key, None, metric);
+        emit(stat(Metric::Files), 1);
+        emit(stat(Metric::Bytes), tracked.size as i64);
+        emit(stat(Metric::Lines), tracked.lines as i64);
+    })
+}
+
+/// `total`: files, bytes, lines and matches of the files with content features, and `skipped`.
+pub fn total_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
+    contributions(current, "TotalStats", |tracked, emit| {
+        let total = |metric| StatKey::new(Dimension::Total, "", None, metric);
+        if tracked.skipped {
+            emit(total(Metric::Skipped), 1);
+            return;
+        }
+        let matches: u64 = tracked.rules.iter().map(|(_, n)| n).sum();
+        emit(total(Metric::Files), 1);
+        emit(total(Metric::Bytes), tracked.size as i64);
+        emit(total(Metric::Lines), tracked.lines as i64);
+        emit(total(Metric::Matches), matches as i64);
     })
 }
 
@@ -202,23 +253,6 @@ pub fn duplicate_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
                 paths,
             ))
         })
-}
-
-/// `total`: files, bytes, lines and matches of the files with content features, and `skipped`.
-pub fn total_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
-    current.explode(|(_, tracked)| {
-        let total = |metric| StatKey::new(Dimension::Total, "", None, metric);
-        if tracked.skipped {
-            return vec![(total(Metric::Skipped), 1)];
-        }
-        let matches: u64 = tracked.rules.iter().map(|(_, n)| n).sum();
-        vec![
-            (total(Metric::Files), 1),
-            (total(Metric::Bytes), tracked.size as isize),
-            (total(Metric::Lines), tracked.lines as isize),
-            (total(Metric::Matches), matches as isize),
-        ]
-    })
 }
 
 /// The first `depth` directory components of `path`'s directory, '/'-joined; `'.'` for a file at

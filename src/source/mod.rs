@@ -78,6 +78,11 @@ pub fn route(source: &str, path: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(path, xxhash_rust::xxh3::xxh3_64(source.as_bytes()))
 }
 
+/// A 128-bit identity of (source, path), the key of the current-versions collection.
+pub fn path_id(source: &str, path: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128_with_seed(path, xxhash_rust::xxh3::xxh3_64(source.as_bytes()))
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> u64 {
     SystemTime::now()
