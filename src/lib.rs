@@ -6,7 +6,9 @@
 //!  source (walk | archive) --FileEvent--> exchange by hash(source, path)
 //!    --> reader + batcher (one Arrow binary array of contents per batch)
 //!    --> kernel stage (hash, lines, entropy, binary; language; rule matches)
-//!    --> FileVersion --> lake writer (Parquet part files per worker and table)
+//!    --> FileVersion --> reconcile (only changes; deletes for paths a snapshot lacks)
+//!    --> lake writer (Parquet part files per worker and table)
+//!    --> upsert arrangement keyed by path (differential) --> statistics --> stats writer
 //! ```
 //!
 //! - [`source`] emits [`source::FileEvent`]s and never reads file contents (archive members,
@@ -14,7 +16,8 @@
 //! - [`read`] opens regular files only and never follows a symlink or opens a FIFO.
 //! - [`batch`] gathers contents into one values buffer + offsets: what every kernel backend takes.
 //! - [`kernels`] computes features over whole batches; the CPU backend is the reference.
-//! - [`dataflow`] is the timely graph; a probe on the writers bounds the work in flight.
+//! - [`dataflow`] is the timely graph; [`dataflow::stats`] holds the statistics, each a function
+//!   from the collection of current versions to a collection of statistic updates.
 //! - [`sink`] writes the lake; [`sink::schema`] loads `schemas/*.json`, the single source of
 //!   truth for every table.
 //!
@@ -27,6 +30,8 @@
 //! - **Secrets are not copied**: a `secret` rule's matched text never reaches the lake or logs.
 //! - **Readers never see a half-written Parquet file**: parts are renamed into place when complete.
 //! - **Same rows whatever the route**: directory or archive, 1 or N workers.
+//! - **Statistics are never hand-retracted**: they derive from the upsert arrangement of current
+//!   versions, so a changed or deleted file's old contribution is retracted by differential.
 
 pub mod batch;
 pub mod dataflow;
