@@ -36,6 +36,7 @@
 pub mod batch;
 pub mod dataflow;
 pub mod kernels;
+pub mod latency;
 pub mod pipeline;
 pub mod progress;
 pub mod query;
@@ -44,3 +45,4 @@ pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod version;
+pub mod watch;

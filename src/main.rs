@@ -6,8 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use exoflow::pipeline::Pipeline;
 use exoflow::replay::{ReplayError, ReplayOptions, replay};
+use exoflow::source::watch::{WatchOptions, WatchRoot};
+use exoflow::watch::WatchRun;
 
 /// Turns file changes into exact, queryable analytics: a Parquet lake of per-file features and
 /// rule matches.
@@ -23,8 +28,45 @@ enum Command {
     /// Replay a directory tree or a .tar / .tar.gz / .tgz / .tar.zst archive into a lake; several
     /// PATHs are successive snapshots of one tree.
     Replay(ReplayArgs),
+    /// Watch live directories and ingest every change until Ctrl-C or SIGTERM.
+    Watch(WatchArgs),
     /// Print the current statistics of a lake.
     Stats(StatsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct WatchArgs {
+    /// Directories to watch; each is a source named by its base name.
+    #[arg(value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// A directory with a source name of its choosing (repeatable).
+    #[arg(long = "source", value_name = "NAME=DIR")]
+    named: Vec<String>,
+    /// The lake directory (created if missing).
+    #[arg(long, value_name = "LAKE")]
+    out: PathBuf,
+    /// Pipeline file (JSON); the built-in default pack when absent.
+    #[arg(long, value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+    /// Worker threads [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// An epoch closes (and the live statistics update) this many milliseconds after it opened.
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    latency_ms: u64,
+    /// A file written without close-write is taken once quiet this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    debounce_ms: u64,
+    /// Commit part files and stats_current.parquet at least this often.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    commit_interval: std::time::Duration,
+    /// Poll at this interval instead of using inotify (for network filesystems, or too many
+    /// directories for fs.inotify.max_user_watches).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    poll: Option<std::time::Duration>,
+    /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
+    #[arg(long)]
+    no_ignore: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,8 +118,85 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Watch(args) => run_watch(args),
         Command::Stats(args) => run_stats(args),
     }
+}
+
+fn run_watch(args: WatchArgs) -> ExitCode {
+    let pipeline = match &args.pipeline {
+        Some(path) => match Pipeline::load(path) {
+            Ok(p) => p,
+            Err(e) => return fail(&anyhow::Error::new(e), 2),
+        },
+        None => Pipeline::default_pack(),
+    };
+    let mut roots: Vec<WatchRoot> = args
+        .dirs
+        .iter()
+        .map(|dir| WatchRoot {
+            source: exoflow::source::default_source_name(dir),
+            dir: dir.clone(),
+        })
+        .collect();
+    for named in &args.named {
+        let Some((name, dir)) = named.split_once('=') else {
+            return fail(&anyhow::anyhow!("--source {named}: expected NAME=DIR"), 2);
+        };
+        roots.push(WatchRoot {
+            source: name.to_string(),
+            dir: PathBuf::from(dir),
+        });
+    }
+    if roots.is_empty() {
+        return fail(
+            &anyhow::anyhow!("nothing to watch: give at least one DIR"),
+            2,
+        );
+    }
+    for root in &roots {
+        if !root.dir.is_dir() {
+            return fail(
+                &anyhow::anyhow!("{} is not a directory", root.dir.display()),
+                2,
+            );
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            return fail(&anyhow::Error::new(e).context("cannot handle signals"), 1);
+        }
+    }
+    let config = WatchRun {
+        roots,
+        lake: args.out,
+        pipeline,
+        workers: workers(args.workers),
+        options: WatchOptions {
+            no_ignore: args.no_ignore,
+            poll: args.poll,
+            debounce: std::time::Duration::from_millis(args.debounce_ms),
+            latency: std::time::Duration::from_millis(args.latency_ms.max(1)),
+        },
+        commit_interval: args.commit_interval,
+    };
+    eprintln!("watching; Ctrl-C or SIGTERM stops, commits and prints the summary");
+    match exoflow::watch::run(config, stop) {
+        Ok(summary) => {
+            print(&summary.to_string());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&anyhow::Error::new(e), 1),
+    }
+}
+
+fn workers(asked: Option<usize>) -> usize {
+    asked.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 fn run_stats(args: StatsArgs) -> ExitCode {
@@ -110,11 +229,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         },
         None => Pipeline::default_pack(),
     };
-    let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let workers = workers(args.workers);
     if workers == 0 {
         return fail(&anyhow::anyhow!("--workers must be at least 1"), 2);
     }

@@ -156,10 +156,11 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         max_file_bytes: options.pipeline.max_file_bytes,
         dir_depth: options.pipeline.dir_depth,
         epochs: Epochs::Snapshots(epochs.clone(), source_failed),
-        last_epoch: *epochs.end(),
         sealed,
         stage: Arc::new(KernelStage::new(Box::new(CpuBackend), options.pipeline)),
         progress: progress.clone(),
+        commit_interval: None,
+        latency: None,
     };
     let graph = dataflow::run(plan, receiver);
     let source_result = source_thread

@@ -31,6 +31,7 @@ use self::reconcile::{Epochs, reconcile};
 use self::stats::{StatKey, Tracked, all_stats};
 use crate::batch::Batcher;
 use crate::kernels::KernelStage;
+use crate::latency::LatencyRecorder;
 use crate::progress::Progress;
 use crate::sink::stats::StatsWriter;
 use crate::sink::{LakeWriter, SinkError, SinkReport};
@@ -68,11 +69,14 @@ pub struct GraphPlan {
     pub max_file_bytes: u64,
     pub dir_depth: usize,
     pub epochs: Epochs,
-    /// The last epoch of the run; `stats_current` is current at it when the run ends.
-    pub last_epoch: u64,
     /// The highest epoch whose events the source has all sent.
     pub sealed: Arc<AtomicU64>,
     pub progress: Arc<Progress>,
+    /// Part files and `stats_current.parquet` are committed at least this often; None: parts at
+    /// the end, `stats_current.parquet` at every epoch.
+    pub commit_interval: Option<Duration>,
+    /// Records event-to-statistics latency, for watching.
+    pub latency: Option<Arc<LatencyRecorder>>,
 }
 
 /// Why a run of the graph failed.
@@ -134,7 +138,12 @@ fn run_worker(
         index,
         rules.clone(),
     )));
-    let stats_writer = Rc::new(RefCell::new(StatsWriter::new(&plan.lake, index, rules)));
+    let stats_writer = Rc::new(RefCell::new(StatsWriter::new(
+        &plan.lake,
+        index,
+        rules,
+        plan.commit_interval,
+    )));
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
     let mut input = InputHandleVec::<u64, FileEvent>::new();
     let probe = ProbeHandle::new();
@@ -151,7 +160,8 @@ fn run_worker(
         >(upserts, "CurrentVersions")
         .as_collection(|key, tracked| (*key, tracked.clone()));
         let stats = all_stats(current);
-        write_stats(stats.inner, stats_writer.clone(), failure.clone()).probe_with(&probe);
+        let latency = plan.latency.clone().filter(|_| index == 0);
+        write_stats(stats.inner, stats_writer.clone(), failure.clone(), latency).probe_with(&probe);
     });
 
     let mut since_tick = 0usize;
@@ -183,6 +193,16 @@ fn run_worker(
             }
             Err(TryRecvError::Empty) => {
                 next_tick(&mut input, &mut since_tick);
+                if let Some(interval) = plan.commit_interval {
+                    let committed = writer
+                        .borrow_mut()
+                        .commit_if_older(interval)
+                        .and_then(|()| stats_writer.borrow_mut().commit_if_due());
+                    if let Err(error) = committed {
+                        tracing::error!(error = %error, "commit failed");
+                        failure.borrow_mut().get_or_insert(error);
+                    }
+                }
                 // No event of a sealed epoch can come any more: let the epoch complete.
                 let sealed = plan.sealed.load(Ordering::Acquire);
                 if sealed >= epoch_of(*input.time()) {
@@ -209,7 +229,8 @@ fn run_worker(
         .into_inner();
     let mut report = writer.finish()?;
     let stats_parts = if index == 0 {
-        stats_writer.finish(Some(plan.last_epoch))?
+        // When the run ends, `stats_current` is current at the last epoch the source sealed.
+        stats_writer.finish(Some(plan.sealed.load(Ordering::Acquire)))?
     } else {
         stats_writer.finish(None)?
     };
@@ -305,6 +326,7 @@ fn write_stats<'scope>(
     changes: Stream<'scope, u64, Vec<(StatKey, u64, isize)>>,
     writer: Rc<RefCell<StatsWriter>>,
     failure: Rc<RefCell<Option<SinkError>>>,
+    latency: Option<Arc<LatencyRecorder>>,
 ) -> StreamVec<'scope, u64, ()> {
     changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Exchange::new(|_: &(StatKey, u64, isize)| 0u64),
@@ -329,6 +351,14 @@ fn write_stats<'scope>(
                     if let Err(error) = writer.borrow_mut().commit_epoch(epoch, changes) {
                         tracing::error!(error = %error, "statistics write failed");
                         *failure.borrow_mut() = Some(error);
+                    }
+                }
+                if let Some(latency) = &latency {
+                    // Every epoch the frontier has passed is reflected in the live statistics.
+                    match frontier.frontier().first() {
+                        Some(&t) if epoch_of(t) > 0 => latency.reflected_through(epoch_of(t) - 1),
+                        Some(_) => {}
+                        None => latency.reflected_through(u64::MAX - 1),
                     }
                 }
             }

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::generic::OutputBuilderSession;
+use timely::dataflow::operators::{Capability, Operator};
 
-use super::{epoch_end, epoch_start};
+use super::{epoch_end, epoch_of};
 use crate::source::path_id;
 use crate::version::{FileVersion, SkipReason};
 
@@ -72,67 +73,89 @@ pub fn reconcile<'scope>(
                 }
                 Epochs::Events => (0, None, None),
             };
-            let snapshots = last.is_some();
             let mut capability = Some(capability);
             move |(input, frontier), output| {
+                // Versions are taken in time order, once their time is complete: arrival order
+                // across workers is arbitrary, and a path's versions must be compared in order.
                 input.for_each(|time, data| {
-                    let mut session = output.session(&time);
-                    for version in data.drain(..) {
-                        if snapshots && version.epoch > open {
-                            // A later snapshot's versions arrive before this one is complete.
-                            state.stash.entry(version.epoch).or_default().push(version);
-                        } else if let Some(change) = state.observe(version, snapshots) {
-                            session.give(change);
-                        }
-                    }
+                    let at = *time.least().expect("a message has a time");
+                    state.stash.entry(at).or_default().append(data);
                 });
                 let Some(cap) = capability.as_mut() else {
                     return;
                 };
+                while let Some(entry) = state.stash.first_entry() {
+                    let at = *entry.key();
+                    if frontier.less_equal(&at) {
+                        break;
+                    }
+                    let versions = entry.remove();
+                    if let Some(last) = last {
+                        // Snapshots before this one are complete: their deletes come first.
+                        while open < epoch_of(at) && open <= last {
+                            close_snapshot(&mut state, cap, output, open, &source_failed);
+                            open += 1;
+                        }
+                    }
+                    let at = cap.delayed(&at);
+                    let mut session = output.session(&at);
+                    for version in versions {
+                        if let Some(change) = state.observe(version, last.is_some()) {
+                            session.give(change);
+                        }
+                    }
+                }
                 let Some(last) = last else {
                     match frontier.frontier().first() {
-                        Some(t) => cap.downgrade(t),
+                        Some(t) => {
+                            let hold = state.stash.keys().next().map_or(*t, |s| (*s).min(*t));
+                            cap.downgrade(&hold);
+                        }
                         None => capability = None,
                     }
                     return;
                 };
-                // Close every snapshot the frontier has passed, in order: its deletes at its last
-                // time, then the next snapshot's stashed versions at its first time.
                 while open <= last && !frontier.less_equal(&epoch_end(open)) {
-                    let complete = !source_failed
-                        .as_ref()
-                        .is_some_and(|f| f.load(Ordering::Acquire));
-                    let at = cap.delayed(&epoch_end(open));
-                    output
-                        .session(&at)
-                        .give_iterator(state.close(open, complete).into_iter());
+                    close_snapshot(&mut state, cap, output, open, &source_failed);
                     open += 1;
-                    if let Some(stashed) = state.stash.remove(&open) {
-                        let at = cap.delayed(&epoch_start(open));
-                        let mut session = output.session(&at);
-                        for version in stashed {
-                            if let Some(change) = state.observe(version, true) {
-                                session.give(change);
-                            }
-                        }
-                    }
                 }
                 if open > last {
                     capability = None;
                     return;
                 }
                 // Follow the input, but never past the end of the open snapshot, whose deletes
-                // are still to come.
-                let hold = frontier
-                    .frontier()
-                    .first()
-                    .map_or(epoch_end(open), |t| (*t).min(epoch_end(open)));
+                // are still to come, nor past stashed versions.
+                let mut hold = epoch_end(open);
+                if let Some(t) = frontier.frontier().first() {
+                    hold = hold.min(*t);
+                }
+                if let Some(t) = state.stash.keys().next() {
+                    hold = hold.min(*t);
+                }
                 if hold > *cap.time() {
                     cap.downgrade(&hold);
                 }
             }
         },
     )
+}
+
+/// Emits the deletes that end snapshot `epoch`, at its last time.
+fn close_snapshot(
+    state: &mut State,
+    cap: &Capability<u64>,
+    output: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<FileVersion>>>,
+    epoch: u64,
+    source_failed: &Option<Arc<AtomicBool>>,
+) {
+    let complete = !source_failed
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::Acquire));
+    let at = cap.delayed(&epoch_end(epoch));
+    let mut session = output.session(&at);
+    for delete in state.close(epoch, complete) {
+        session.give(delete);
+    }
 }
 
 /// Keys that are already uniform hashes (path ids) need no further hashing.
@@ -161,7 +184,7 @@ struct State {
     known: PathIdMap<(Identity, PathKey)>,
     /// Paths seen in the open snapshot.
     seen: PathIdSet,
-    /// Versions of later snapshots, by epoch.
+    /// Versions whose time is not complete yet, by time.
     stash: BTreeMap<u64, Vec<FileVersion>>,
 }
 

@@ -47,6 +47,7 @@ pub struct PartWriter {
 /// A part file being written: its writer, temporary path and the epochs of its rows.
 struct OpenPart {
     writer: ArrowWriter<File>,
+    opened: std::time::Instant,
     tmp: PathBuf,
     first_epoch: u64,
     last_epoch: u64,
@@ -119,6 +120,7 @@ impl PartWriter {
                 })?;
         self.open = Some(OpenPart {
             writer,
+            opened: std::time::Instant::now(),
             tmp,
             first_epoch: epoch,
             last_epoch: epoch,
@@ -138,6 +140,18 @@ impl PartWriter {
         self.sequence += 1;
         finish_atomically(part.writer, &part.tmp, &target)?;
         self.parts.push(target);
+        Ok(())
+    }
+
+    /// Closes the open part if it has been open for `age` or longer, so that readers see its rows.
+    pub fn commit_if_older(&mut self, age: std::time::Duration) -> Result<(), SinkError> {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|p| p.opened.elapsed() >= age)
+        {
+            self.close()?;
+        }
         Ok(())
     }
 
@@ -312,6 +326,13 @@ impl LakeWriter {
         self.file_rules.write(&batches.file_rules, first, last)?;
         self.matches.write(&batches.matches, first, last)?;
         Ok(())
+    }
+
+    /// Closes the part files that have been open for `age` or longer.
+    pub fn commit_if_older(&mut self, age: std::time::Duration) -> Result<(), SinkError> {
+        self.files.commit_if_older(age)?;
+        self.file_rules.commit_if_older(age)?;
+        self.matches.commit_if_older(age)
     }
 
     /// Closes every open part file.

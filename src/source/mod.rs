@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod walk;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -118,6 +119,8 @@ pub enum SourceError {
     },
     #[error("{path} is neither a directory nor a .tar, .tar.gz/.tgz or .tar.zst archive")]
     NotReplayable { path: PathBuf },
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: PathBuf, reason: String },
     #[error("archive {archive}: member {member}: {reason}")]
     Archive {
         archive: PathBuf,

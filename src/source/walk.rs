@@ -45,26 +45,8 @@ pub fn walk(
             path: root.to_path_buf(),
         });
     }
-    let mut builder = WalkBuilder::new(root);
-    builder
-        .threads(options.threads.max(1))
-        .follow_links(false)
-        // Results must not depend on files outside the tree or on the user's git setup. As in
-        // ripgrep, `.gitignore` counts inside a git work tree (a tree with `.git`), where it means
-        // something; `.ignore` counts everywhere.
-        .parents(false)
-        .git_global(false)
-        .git_exclude(false)
-        .require_git(true);
-    if options.no_ignore {
-        builder.standard_filters(false);
-    } else {
-        builder
-            .hidden(false)
-            .ignore(true)
-            .git_ignore(true)
-            .filter_entry(|entry| entry.file_name() != ".git");
-    }
+    let mut builder = walk_builder(root, options.no_ignore);
+    builder.threads(options.threads.max(1));
     let entries = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
     builder.build_parallel().run(|| {
@@ -79,14 +61,14 @@ pub fn walk(
                     if file_type.is_dir() {
                         return WalkState::Continue;
                     }
-                    let entry_type = if file_type.is_symlink() {
-                        EntryType::Symlink
-                    } else if file_type.is_file() {
-                        EntryType::File
-                    } else {
-                        EntryType::NotRegular
-                    };
-                    event(root, source, epoch, entry.path(), entry_type, None)
+                    event(
+                        root,
+                        source,
+                        epoch,
+                        entry.path(),
+                        entry_type(file_type),
+                        None,
+                    )
                 }
                 Err(err) => {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +101,42 @@ pub fn walk(
         entries: entries.into_inner(),
         errors: errors.into_inner(),
     })
+}
+
+/// The walk every source uses: symlinks not followed, `.ignore` honoured, `.gitignore` inside a git
+/// work tree, `.git/` skipped; `no_ignore` takes every entry.
+pub fn walk_builder(root: &Path, no_ignore: bool) -> WalkBuilder {
+    let mut builder = WalkBuilder::new(root);
+    builder
+        .follow_links(false)
+        // Results must not depend on files outside the tree or on the user's git setup. As in
+        // ripgrep, `.gitignore` counts inside a git work tree (a tree with `.git`), where it means
+        // something; `.ignore` counts everywhere.
+        .parents(false)
+        .git_global(false)
+        .git_exclude(false)
+        .require_git(true);
+    if no_ignore {
+        builder.standard_filters(false);
+    } else {
+        builder
+            .hidden(false)
+            .ignore(true)
+            .git_ignore(true)
+            .filter_entry(|entry| entry.file_name() != ".git");
+    }
+    builder
+}
+
+/// What the reader may do with an entry of this type.
+pub fn entry_type(file_type: std::fs::FileType) -> EntryType {
+    if file_type.is_symlink() {
+        EntryType::Symlink
+    } else if file_type.is_file() {
+        EntryType::File
+    } else {
+        EntryType::NotRegular
+    }
 }
 
 fn event(
