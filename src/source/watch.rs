@@ -63,9 +63,34 @@ struct Root {
     source: String,
     dir: PathBuf,
     ignore: Option<Gitignore>,
-    /// Paths reported as existing, relative to `dir`.
-    known: HashSet<Vec<u8>>,
+    /// Paths reported as existing, relative to `dir`, with their metadata when reported.
+    known: HashMap<Vec<u8>, Stamp>,
 }
+
+/// What a rescan compares to tell whether a file changed since it was reported without reading
+/// it: size, modification and change times, inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Overflows closer together than this are answered by one rescan.
+const RESCAN_SETTLE: Duration = Duration::from_millis(100);
 
 /// Watches `roots` until `control.stop` is set, sending events from epoch `first_epoch` on.
 pub fn watch(
@@ -100,6 +125,7 @@ pub fn watch(
         epoch_events: 0,
         dirty: HashMap::new(),
         pending: HashMap::new(),
+        rescan_due: None,
         control: control.clone(),
         events: events.clone(),
         report: WatchReport::default(),
@@ -122,11 +148,12 @@ pub fn watch(
             source: root.source.clone(),
             ignore: ignore_matcher(&dir, options.no_ignore),
             dir,
-            known: HashSet::new(),
+            known: HashMap::new(),
         });
     }
     // Scan after the watches exist, so that nothing created in between is missed.
     state.rescan()?;
+    state.rescan_due = None;
     state.run(&notify_rx)?;
     drop(watcher);
     Ok(state.report)
@@ -173,6 +200,8 @@ struct Watching {
     /// The open epoch's changes, one per path (the last one wins), sent when the epoch closes:
     /// a path has at most one version per epoch, so no order between workers matters.
     pending: HashMap<(usize, Vec<u8>), (Op, EntryType, PathBuf)>,
+    /// A rescan is owed: when the overflows have settled.
+    rescan_due: Option<Instant>,
     control: Arc<WatchControl>,
     events: Sender<FileEvent>,
     report: WatchReport,
@@ -192,6 +221,10 @@ impl Watching {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.rescan_due.is_some_and(|due| Instant::now() >= due) {
+                self.rescan_due = None;
+                self.rescan()?;
             }
             self.flush_quiet(false)?;
             self.maybe_close_epoch(false)?;
@@ -220,7 +253,7 @@ impl Watching {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                 for path in &event.paths {
                     self.dirty.remove(path);
-                    self.upsert_path(path)?;
+                    self.upsert_path(path, false)?;
                 }
             }
             EventKind::Access(_) | EventKind::Other => {}
@@ -288,7 +321,7 @@ impl Watching {
             .collect();
         for path in ready {
             self.dirty.remove(&path);
-            self.upsert_path(&path)?;
+            self.upsert_path(&path, false)?;
         }
         Ok(())
     }
@@ -316,7 +349,9 @@ impl Watching {
             .is_some_and(|m| m.matched_path_or_any_parents(path, is_dir).is_ignore())
     }
 
-    fn upsert_path(&mut self, path: &Path) -> Result<(), SourceError> {
+    /// Upserts `path`; with `only_if_changed`, only when its metadata differs from what was
+    /// reported, so that a rescan re-reads only what changed.
+    fn upsert_path(&mut self, path: &Path, only_if_changed: bool) -> Result<(), SourceError> {
         let Some((root, relative)) = self.locate(path) else {
             return Ok(());
         };
@@ -327,7 +362,11 @@ impl Watching {
         if meta.is_dir() || self.ignored(root, &relative, false) {
             return Ok(());
         }
-        self.roots[root].known.insert(relative.clone());
+        let stamp = Stamp::of(&meta);
+        let previous = self.roots[root].known.insert(relative.clone(), stamp);
+        if only_if_changed && previous == Some(stamp) {
+            return Ok(());
+        }
         self.send(
             root,
             relative,
@@ -347,7 +386,7 @@ impl Watching {
         prefix.push(b'/');
         let gone: Vec<Vec<u8>> = self.roots[root]
             .known
-            .iter()
+            .keys()
             .filter(|k| **k == relative || k.starts_with(&prefix))
             .cloned()
             .collect();
@@ -371,7 +410,7 @@ impl Watching {
             return Ok(());
         }
         for path in self.list(dir) {
-            self.upsert_path(&path)?;
+            self.upsert_path(&path, false)?;
         }
         Ok(())
     }
@@ -386,10 +425,14 @@ impl Watching {
             .collect()
     }
 
+    /// Schedules a rescan once the overflows settle: one rescan answers a storm of them.
     fn rescan_counted(&mut self) -> Result<(), SourceError> {
-        self.control.rescans.fetch_add(1, Ordering::Relaxed);
-        self.report.rescans += 1;
-        self.rescan()
+        if self.rescan_due.is_none() {
+            self.control.rescans.fetch_add(1, Ordering::Relaxed);
+            self.report.rescans += 1;
+        }
+        self.rescan_due = Some(Instant::now() + RESCAN_SETTLE);
+        Ok(())
     }
 
     /// Reconciles every root with the disk: everything present is upserted (the graph drops
@@ -404,11 +447,11 @@ impl Watching {
                     found.insert(relative);
                 }
                 self.dirty.remove(path);
-                self.upsert_path(path)?;
+                self.upsert_path(path, true)?;
             }
             let gone: Vec<Vec<u8>> = self.roots[root]
                 .known
-                .iter()
+                .keys()
                 .filter(|k| !found.contains(*k))
                 .cloned()
                 .collect();

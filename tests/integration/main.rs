@@ -3,3 +3,4 @@
 mod replay;
 mod stats;
 mod util;
+mod watch;
