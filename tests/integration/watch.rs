@@ -99,9 +99,11 @@ fn stats_current(lake: &Path) -> Vec<String> {
                 .iter()
                 .map(|c| {
                     let col = batch.column_by_name(c).unwrap();
-                    arrow_array::Array::is_null(col.as_ref(), row)
-                        .then(|| "null".to_string())
-                        .unwrap_or_else(|| arrow_cast_value(col.as_ref(), row))
+                    if arrow_array::Array::is_null(col.as_ref(), row) {
+                        "null".to_string()
+                    } else {
+                        arrow_cast_value(col.as_ref(), row)
+                    }
                 })
                 .collect();
             rows.push(cells.join(" "));
@@ -169,7 +171,7 @@ impl Actions {
 
     fn new_path(&mut self, ext: &str) -> PathBuf {
         self.counter += 1;
-        let parent = if self.dirs.is_empty() || self.next() % 3 == 0 {
+        let parent = if self.dirs.is_empty() || self.next().is_multiple_of(3) {
             self.dir.clone()
         } else {
             let i = (self.next() % self.dirs.len() as u64) as usize;
@@ -293,7 +295,7 @@ fn watching_random_actions_ends_like_a_replay_of_the_final_tree() {
         };
         for _ in 0..60 {
             actions.act();
-            if actions.next() % 4 == 0 {
+            if actions.next().is_multiple_of(4) {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
