@@ -3,7 +3,7 @@
 //! # Data path
 //!
 //! ```text
-//!  source (walk | archive) --FileEvent--> exchange by hash(source, path)
+//!  source (walk | archive | watch) --FileEvent--> exchange by hash(source, path)
 //!    --> reader + batcher (one Arrow binary array of contents per batch)
 //!    --> kernel stage (hash, lines, entropy, binary; language; rule matches)
 //!    --> FileVersion --> reconcile (only changes; deletes for paths a snapshot lacks)
