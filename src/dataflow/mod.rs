@@ -12,7 +12,9 @@ pub mod reconcile;
 pub mod stats;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -157,8 +159,7 @@ fn run_worker(
             ValSpine<u128, Tracked, u64, isize>,
             u128,
             Tracked,
-        >(upserts, "CurrentVersions")
-        .as_collection(|key, tracked| (*key, tracked.clone()));
+        >(upserts, "CurrentVersions");
         let stats = all_stats(current);
         let latency = plan.latency.clone().filter(|_| index == 0);
         write_stats(stats.inner, stats_writer.clone(), failure.clone(), latency).probe_with(&probe);
@@ -332,7 +333,7 @@ fn write_stats<'scope>(
         Exchange::new(|_: &(StatKey, u64, isize)| 0u64),
         "StatsWriter",
         move |_capability, _info| {
-            let mut pending: BTreeMap<u64, HashMap<StatKey, i64>> = BTreeMap::new();
+            let mut pending: BTreeMap<u64, FxHashMap<StatKey, i64>> = BTreeMap::new();
             move |(input, frontier), _output| {
                 input.for_each(|_capability, data| {
                     for (key, time, diff) in data.drain(..) {

@@ -3,9 +3,11 @@
 //! statistic's value. A modified file's old contribution is retracted by differential itself.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::{AsCollection, VecCollection};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -133,18 +135,25 @@ impl StatKey {
     }
 }
 
-/// The current versions: one record per tracked path, keyed by its path id.
-pub type Current<'scope> = VecCollection<'scope, u64, (u128, Tracked)>;
+/// The current versions: an arrangement with one value per tracked path, keyed by its path id.
+pub type Current<'scope> = Arranged<'scope, TraceAgent<ValSpine<u128, Tracked, u64, isize>>>;
 /// Statistics: the accumulated difference of each key is its value.
 pub type Stats<'scope> = VecCollection<'scope, u64, StatKey>;
 
 /// Every statistic. The collection is not consolidated here: the statistics writer sums each
 /// epoch's updates per statistic anyway, and a consolidation would sort them all once more.
 pub fn all_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
-    rule_stats(current.clone())
-        .concat(language_stats(current.clone()))
-        .concat(total_stats(current.clone()))
-        .concat(duplicate_stats(current))
+    content_stats(current.clone()).concat(duplicate_stats(current))
+}
+
+/// `rule`, `rule_language`, `rule_dir`, `language` and `total`: the statistics that are sums
+/// over single versions, computed in one pass over the collection.
+pub fn content_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
+    contributions(current, "ContentStats", |tracked, emit| {
+        rule_contributions(tracked, emit);
+        language_contributions(tracked, emit);
+        total_contributions(tracked, emit);
+    })
 }
 
 /// Like `explode`: each current version contributes `(statistic, amount)` pairs, multiplied by
@@ -156,19 +165,23 @@ fn contributions<'scope>(
     name: &str,
     logic: impl Fn(&Tracked, &mut dyn FnMut(StatKey, i64)) + 'static,
 ) -> Stats<'scope> {
+    // Read the versions in place from the arrangement's batches: no version is cloned.
     current
+        .flat_map_ref(move |_, tracked| {
+            let mut amounts = Vec::new();
+            logic(tracked, &mut |key, amount| amounts.push((key, amount)));
+            amounts
+        })
         .inner
         .unary::<CapacityContainerBuilder<Vec<(StatKey, u64, isize)>>, _, _, _>(
             Pipeline,
             name,
             move |_capability, _info| {
-                let mut sums: HashMap<(StatKey, u64), i64> = HashMap::new();
+                let mut sums: FxHashMap<(StatKey, u64), i64> = FxHashMap::default();
                 move |input, output| {
                     input.for_each(|time, data| {
-                        for ((_, tracked), at, diff) in data.drain(..) {
-                            logic(&tracked, &mut |key, amount| {
-                                *sums.entry((key, at)).or_default() += amount * diff as i64;
-                            });
+                        for ((key, amount), at, diff) in data.drain(..) {
+                            *sums.entry((key, at)).or_default() += amount * diff as i64;
                         }
                         output.session(&time).give_iterator(
                             sums.drain()
@@ -184,66 +197,59 @@ fn contributions<'scope>(
 
 /// `rule`, `rule_language` and `rule_dir`: per rule, files with a match and matches, overall, by
 /// language (`''` when unknown) and by the leading `dir_depth` directories (`'.'` at the top).
-pub fn rule_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
-    contributions(current, "RuleStats", |tracked, emit| {
-        if tracked.skipped {
-            return;
+pub fn rule_contributions(tracked: &Tracked, emit: &mut dyn FnMut(StatKey, i64)) {
+    if tracked.skipped {
+        return;
+    }
+    let language = tracked.language.map_or("", |l| l.0);
+    for &(rule, count) in &tracked.rules {
+        for (dimension, key) in [
+            (Dimension::Rule, Cow::Borrowed("")),
+            (Dimension::RuleLanguage, Cow::Borrowed(language)),
+            (Dimension::RuleDir, Cow::Owned(tracked.dir.clone())),
+        ] {
+            emit(
+                StatKey::new(dimension, key.clone(), Some(rule), Metric::Files),
+                1,
+            );
+            emit(
+                StatKey::new(dimension, key, Some(rule), Metric::Matches),
+                count as i64,
+            );
         }
-        let language = tracked.language.map_or("", |l| l.0);
-        for &(rule, count) in &tracked.rules {
-            for (dimension, key) in [
-                (Dimension::Rule, Cow::Borrowed("")),
-                (Dimension::RuleLanguage, Cow::Borrowed(language)),
-                (Dimension::RuleDir, Cow::Owned(tracked.dir.clone())),
-            ] {
-                emit(
-                    StatKey::new(dimension, key.clone(), Some(rule), Metric::Files),
-                    1,
-                );
-                emit(
-                    StatKey::new(dimension, key, Some(rule), Metric::Matches),
-                    count as i64,
-                );
-            }
-        }
-    })
+    }
 }
 
 /// `language`: files, bytes and lines per language (`''` when unknown).
-pub fn language_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
-    contributions(current, "LanguageStats", |tracked, emit| {
-        if tracked.skipped {
-            return;
-        }
-        let key = tracked.language.map_or("", |l| l.0);
-        let stat = |metric| StatKey::new(Dimension::Language, key, None, metric);
-        emit(stat(Metric::Files), 1);
-        emit(stat(Metric::Bytes), tracked.size as i64);
-        emit(stat(Metric::Lines), tracked.lines as i64);
-    })
+pub fn language_contributions(tracked: &Tracked, emit: &mut dyn FnMut(StatKey, i64)) {
+    if tracked.skipped {
+        return;
+    }
+    let key = tracked.language.map_or("", |l| l.0);
+    let stat = |metric| StatKey::new(Dimension::Language, key, None, metric);
+    emit(stat(Metric::Files), 1);
+    emit(stat(Metric::Bytes), tracked.size as i64);
+    emit(stat(Metric::Lines), tracked.lines as i64);
 }
 
 /// `total`: files, bytes, lines and matches of the files with content features, and `skipped`.
-pub fn total_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
-    contributions(current, "TotalStats", |tracked, emit| {
-        let total = |metric| StatKey::new(Dimension::Total, "", None, metric);
-        if tracked.skipped {
-            emit(total(Metric::Skipped), 1);
-            return;
-        }
-        let matches: u64 = tracked.rules.iter().map(|(_, n)| n).sum();
-        emit(total(Metric::Files), 1);
-        emit(total(Metric::Bytes), tracked.size as i64);
-        emit(total(Metric::Lines), tracked.lines as i64);
-        emit(total(Metric::Matches), matches as i64);
-    })
+pub fn total_contributions(tracked: &Tracked, emit: &mut dyn FnMut(StatKey, i64)) {
+    let total = |metric| StatKey::new(Dimension::Total, "", None, metric);
+    if tracked.skipped {
+        emit(total(Metric::Skipped), 1);
+        return;
+    }
+    let matches: u64 = tracked.rules.iter().map(|(_, n)| n).sum();
+    emit(total(Metric::Files), 1);
+    emit(total(Metric::Bytes), tracked.size as i64);
+    emit(total(Metric::Lines), tracked.lines as i64);
+    emit(total(Metric::Matches), matches as i64);
 }
 
 /// `duplicates`: per content hash held by two or more current non-empty paths, how many.
 pub fn duplicate_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
     current
-        .filter(|(_, tracked)| !tracked.skipped && tracked.size > 0)
-        .map(|(_, tracked)| tracked.hash)
+        .flat_map_ref(|_, tracked| (!tracked.skipped && tracked.size > 0).then_some(tracked.hash))
         .count()
         .filter(|(_, paths)| *paths >= 2)
         .explode(|(hash, paths)| {
