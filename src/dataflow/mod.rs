@@ -41,9 +41,9 @@ use crate::source::{FileEvent, path_id};
 use crate::version::FileVersion;
 
 /// Events admitted into the graph and not yet featurized, over all workers.
-pub const MAX_EVENTS_IN_FLIGHT: usize = 8192;
+pub const MAX_EVENTS_IN_FLIGHT: usize = 32768;
 /// Events a worker sends before it lets the graph run.
-const EVENTS_PER_STEP: usize = 2048;
+const EVENTS_PER_STEP: usize = 8192;
 
 /// Bits of a timestamp that count ticks within an epoch.
 const TICK_BITS: u32 = 32;
@@ -302,18 +302,19 @@ fn write_lake<'scope>(
         move |_capability, _info| {
             move |input, output| {
                 input.for_each(|time, data| {
-                    if failure.borrow().is_none()
-                        && let Err(error) = writer.borrow_mut().write(data)
-                    {
-                        tracing::error!(error = %error, "lake write failed");
-                        *failure.borrow_mut() = Some(error);
-                    }
                     let at = *time.least().expect("a message has a time");
-                    output
-                        .session(&time)
-                        .give_iterator(data.drain(..).map(|v| {
-                            (path_id(&v.source, &v.path), Tracked::of(&v, dir_depth), at)
-                        }));
+                    let mut session = output.session(&time);
+                    let mut writer = writer.borrow_mut();
+                    for v in data.drain(..) {
+                        let id = path_id(&v.source, &v.path);
+                        session.give((id, Tracked::of(&v, dir_depth), at));
+                        if failure.borrow().is_none()
+                            && let Err(error) = writer.push(v)
+                        {
+                            tracing::error!(error = %error, "lake write failed");
+                            *failure.borrow_mut() = Some(error);
+                        }
+                    }
                 });
             }
         },

@@ -270,9 +270,13 @@ fn merge_vec(into: &mut Vec<u64>, from: &[u64]) {
     }
 }
 
+/// Versions gathered before they are written as one batch per table.
+pub const WRITE_BATCH_ROWS: usize = 4096;
+
 /// One worker's writers for the three tables.
 pub struct LakeWriter {
     rules: RuleSet,
+    pending: Vec<FileVersion>,
     files: PartWriter,
     file_rules: PartWriter,
     matches: PartWriter,
@@ -282,6 +286,7 @@ pub struct LakeWriter {
 impl LakeWriter {
     pub fn new(lake: &Path, worker: usize, rules: RuleSet) -> LakeWriter {
         LakeWriter {
+            pending: Vec::new(),
             files: PartWriter::new(lake, "files", worker),
             file_rules: PartWriter::new(lake, "file_rules", worker),
             matches: PartWriter::new(lake, "matches", worker),
@@ -295,17 +300,12 @@ impl LakeWriter {
     }
 
     /// Writes the rows of `versions` to the three tables.
-    pub fn write(&mut self, versions: &[FileVersion]) -> Result<(), SinkError> {
-        if versions.is_empty() {
-            return Ok(());
-        }
-        let first = versions.iter().map(|v| v.epoch).min().unwrap_or(0);
-        let last = versions.iter().map(|v| v.epoch).max().unwrap_or(0);
-        for v in versions {
-            if v.deleted {
-                self.report.deleted += 1;
-                continue;
-            }
+    /// Takes a version for the tables; rows are written in batches of [`WRITE_BATCH_ROWS`],
+    /// since every write into a Parquet writer has a fixed cost.
+    pub fn push(&mut self, v: FileVersion) -> Result<(), SinkError> {
+        if v.deleted {
+            self.report.deleted += 1;
+        } else {
             self.report.files += 1;
             if v.features.is_some() {
                 self.report.bytes += v.size.unwrap_or(0);
@@ -318,7 +318,22 @@ impl LakeWriter {
                 self.report.rule_matches[rule as usize] += n;
             }
         }
-        let batches = tables::build(versions, &self.rules).map_err(|source| SinkError::Arrow {
+        self.pending.push(v);
+        if self.pending.len() >= WRITE_BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending versions to the three tables.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let versions = std::mem::take(&mut self.pending);
+        let first = versions.iter().map(|v| v.epoch).min().unwrap_or(0);
+        let last = versions.iter().map(|v| v.epoch).max().unwrap_or(0);
+        let batches = tables::build(&versions, &self.rules).map_err(|source| SinkError::Arrow {
             table: "files".into(),
             source,
         })?;
@@ -328,15 +343,17 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Closes the part files that have been open for `age` or longer.
+    /// Writes what is pending and closes the part files that have been open for `age` or longer.
     pub fn commit_if_older(&mut self, age: std::time::Duration) -> Result<(), SinkError> {
+        self.flush()?;
         self.files.commit_if_older(age)?;
         self.file_rules.commit_if_older(age)?;
         self.matches.commit_if_older(age)
     }
 
-    /// Closes every open part file.
-    pub fn finish(self) -> Result<SinkReport, SinkError> {
+    /// Writes what is pending and closes every open part file.
+    pub fn finish(mut self) -> Result<SinkReport, SinkError> {
+        self.flush()?;
         let mut report = self.report;
         let (rows, parts) = self.files.finish()?;
         report.rows_files = rows;
