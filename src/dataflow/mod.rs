@@ -41,9 +41,9 @@ use crate::source::{FileEvent, path_id};
 use crate::version::FileVersion;
 
 /// Events admitted into the graph and not yet featurized, over all workers.
-pub const MAX_EVENTS_IN_FLIGHT: usize = 32768;
+pub const MAX_EVENTS_IN_FLIGHT: usize = 8192;
 /// Events a worker sends before it lets the graph run.
-const EVENTS_PER_STEP: usize = 8192;
+const EVENTS_PER_STEP: usize = 2048;
 
 /// Bits of a timestamp that count ticks within an epoch.
 const TICK_BITS: u32 = 32;
