@@ -317,12 +317,20 @@ fn a_burst_larger_than_the_kernel_queue_still_ends_exact() {
     // queue is made small for the watcher's inotify instance where the machine allows it
     // (the limit is read when the instance is created; it is restored at once).
     const LIMIT: &str = "/proc/sys/fs/inotify/max_queued_events";
+    /// Puts the saved limit back even if starting the watcher fails.
+    struct Restore(Option<String>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(saved) = self.0.take() {
+                let _ = std::fs::write(LIMIT, saved.trim());
+            }
+        }
+    }
     let saved = std::fs::read_to_string(LIMIT).ok();
     let lowered = saved.is_some() && std::fs::write(LIMIT, "128").is_ok();
+    let restore = Restore(saved.filter(|_| lowered));
     let watching = Watching::start(&dir, &lake);
-    if let (true, Some(saved)) = (lowered, &saved) {
-        std::fs::write(LIMIT, saved.trim()).unwrap();
-    }
+    drop(restore);
     // Far more events than fs.inotify.max_queued_events (16,384 by default): each file is a
     // create, a modify and a close-write, plus the watcher's own reads.
     for d in 0..20 {
