@@ -229,6 +229,14 @@ impl Watching {
             self.flush_quiet(false)?;
             self.maybe_close_epoch(false)?;
         }
+        // Stopping: take what is already queued, and answer an overflow not yet answered, so
+        // that nothing done before the stop is lost to a backlog.
+        while let Ok(event) = notify_rx.try_recv() {
+            self.handle(event)?;
+        }
+        if self.rescan_due.take().is_some() {
+            self.rescan()?;
+        }
         self.flush_quiet(true)?;
         self.maybe_close_epoch(true)
     }

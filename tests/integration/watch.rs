@@ -136,7 +136,23 @@ fn assert_same_as_replay(dir: &Path, source: &str, watch_lake: &Path, tmp: &Path
     ]);
     let watched = current_versions(watch_lake);
     let replayed = current_versions(&replay_lake);
-    assert_eq!(watched, replayed, "current versions differ");
+    let differences: Vec<String> = replayed
+        .iter()
+        .filter(|(path, v)| watched.get(*path) != Some(*v))
+        .map(|(path, v)| format!("{path}: watched {:?}, replayed {v}", watched.get(path)))
+        .chain(
+            watched
+                .keys()
+                .filter(|path| !replayed.contains_key(*path))
+                .map(|path| format!("{path}: watched only")),
+        )
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "{} current versions differ, the first: {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(10)]
+    );
     assert_eq!(
         stats_current(watch_lake),
         stats_current(&replay_lake),
