@@ -42,15 +42,8 @@ struct WatchArgs {
     /// A directory with a source name of its choosing (repeatable).
     #[arg(long = "source", value_name = "NAME=DIR")]
     named: Vec<String>,
-    /// The lake directory (created if missing).
-    #[arg(long, value_name = "LAKE")]
-    out: PathBuf,
-    /// Pipeline file (JSON); the built-in default pack when absent.
-    #[arg(long, value_name = "FILE")]
-    pipeline: Option<PathBuf>,
-    /// Worker threads [default: the number of cores].
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
+    #[command(flatten)]
+    run: RunArgs,
     /// An epoch closes (and the live statistics update) this many milliseconds after it opened.
     #[arg(long, value_name = "MS", default_value_t = 20)]
     latency_ms: u64,
@@ -67,6 +60,38 @@ struct WatchArgs {
     /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
     #[arg(long)]
     no_ignore: bool,
+}
+
+/// What replay and watch share: where the lake is, which rules, how many workers.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The lake directory (created if missing).
+    #[arg(long, value_name = "LAKE")]
+    out: PathBuf,
+    /// Pipeline file (JSON); the built-in default pack when absent.
+    #[arg(long, value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+    /// Worker threads [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+}
+
+impl RunArgs {
+    /// The pipeline file, or the default pack; a bad file is a usage error.
+    fn pipeline(&self) -> Result<Pipeline, ExitCode> {
+        match &self.pipeline {
+            Some(path) => Pipeline::load(path).map_err(|e| fail(&anyhow::Error::new(e), 2)),
+            None => Ok(Pipeline::default_pack()),
+        }
+    }
+
+    fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,15 +112,8 @@ struct ReplayArgs {
     /// snapshots of one tree, each the complete tree at the next epoch.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-    /// The lake directory (created if missing).
-    #[arg(long, value_name = "LAKE")]
-    out: PathBuf,
-    /// Pipeline file (JSON); the built-in default pack when absent.
-    #[arg(long, value_name = "FILE")]
-    pipeline: Option<PathBuf>,
-    /// Worker threads [default: the number of cores].
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Source name [default: the base name of the first PATH without archive suffixes].
     #[arg(long, value_name = "NAME")]
     source: Option<String>,
@@ -124,12 +142,9 @@ fn main() -> ExitCode {
 }
 
 fn run_watch(args: WatchArgs) -> ExitCode {
-    let pipeline = match &args.pipeline {
-        Some(path) => match Pipeline::load(path) {
-            Ok(p) => p,
-            Err(e) => return fail(&anyhow::Error::new(e), 2),
-        },
-        None => Pipeline::default_pack(),
+    let pipeline = match args.run.pipeline() {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let mut roots: Vec<WatchRoot> = args
         .dirs
@@ -170,9 +185,9 @@ fn run_watch(args: WatchArgs) -> ExitCode {
     }
     let config = WatchRun {
         roots,
-        lake: args.out,
+        lake: args.run.out.clone(),
         pipeline,
-        workers: workers(args.workers),
+        workers: args.run.workers(),
         options: WatchOptions {
             no_ignore: args.no_ignore,
             poll: args.poll,
@@ -189,14 +204,6 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         }
         Err(e) => fail(&anyhow::Error::new(e), 1),
     }
-}
-
-fn workers(asked: Option<usize>) -> usize {
-    asked.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    })
 }
 
 fn run_stats(args: StatsArgs) -> ExitCode {
@@ -222,20 +229,17 @@ fn run_stats(args: StatsArgs) -> ExitCode {
 }
 
 fn run_replay(args: ReplayArgs) -> ExitCode {
-    let pipeline = match &args.pipeline {
-        Some(path) => match Pipeline::load(path) {
-            Ok(p) => p,
-            Err(e) => return fail(&anyhow::Error::new(e), 2),
-        },
-        None => Pipeline::default_pack(),
+    let pipeline = match args.run.pipeline() {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    let workers = workers(args.workers);
+    let workers = args.run.workers();
     if workers == 0 {
         return fail(&anyhow::anyhow!("--workers must be at least 1"), 2);
     }
     let options = ReplayOptions {
         paths: args.paths,
-        lake: args.out,
+        lake: args.run.out,
         pipeline,
         workers,
         source: args.source,
