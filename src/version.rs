@@ -107,12 +107,6 @@ impl FileVersion {
         }
     }
 
-    /// The same version at another epoch.
-    pub fn with_epoch(mut self, epoch: u64) -> FileVersion {
-        self.epoch = epoch;
-        self
-    }
-
     /// The path as UTF-8, lossy where the name is not valid UTF-8.
     pub fn path_lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.path)

@@ -53,7 +53,7 @@ pub enum Epochs {
 }
 
 /// Drops versions identical to the path's current one, and adds deletes for paths missing from
-/// a complete snapshot. `known` seeds the state with versions already in the lake.
+/// a complete snapshot.
 pub fn reconcile<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
     epochs: Epochs,
