@@ -20,9 +20,6 @@ use crate::source::walk::{WalkOptions, walk};
 use crate::source::{SourceError, default_source_name};
 use crate::version::SkipReason;
 
-/// Events buffered between the source and the workers.
-const EVENT_QUEUE: usize = 4096;
-
 /// What to replay and how.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -115,7 +112,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let sealed = Arc::new(AtomicU64::new(first_epoch - 1));
     let source_failed = Arc::new(AtomicBool::new(false));
 
-    let (sender, receiver) = crossbeam_channel::bounded(EVENT_QUEUE);
+    let (sender, receiver) = crossbeam_channel::bounded(dataflow::EVENT_QUEUE);
     let source_thread = std::thread::spawn({
         let source = source.clone();
         let (sealed, failed) = (sealed.clone(), source_failed.clone());

@@ -19,9 +19,6 @@ use crate::sink::SinkReport;
 use crate::source::SourceError;
 use crate::source::watch::{WatchControl, WatchOptions, WatchRoot, watch};
 
-/// Events buffered between the watcher and the workers: when full, the watcher waits.
-const EVENT_QUEUE: usize = 4096;
-
 /// What to watch and how.
 #[derive(Debug, Clone)]
 pub struct WatchRun {
@@ -65,7 +62,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
     });
     control.sealed.store(first_epoch - 1, Ordering::Release);
     let progress = Arc::new(Progress::default());
-    let (sender, receiver) = crossbeam_channel::bounded(EVENT_QUEUE);
+    let (sender, receiver) = crossbeam_channel::bounded(dataflow::EVENT_QUEUE);
     let watcher = std::thread::spawn({
         let control = control.clone();
         let (roots, options) = (config.roots.clone(), config.options.clone());

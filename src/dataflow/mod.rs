@@ -40,6 +40,8 @@ use crate::sink::{LakeWriter, SinkError, SinkReport};
 use crate::source::{FileEvent, path_id};
 use crate::version::FileVersion;
 
+/// Events buffered between a source and the workers: when full, the source waits.
+pub const EVENT_QUEUE: usize = 4096;
 /// Events admitted into the graph and not yet featurized, over all workers.
 pub const MAX_EVENTS_IN_FLIGHT: usize = 8192;
 /// Events a worker sends before it lets the graph run.

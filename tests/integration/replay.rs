@@ -80,16 +80,7 @@ fn setup(with_special_files: bool) -> (tempfile::TempDir, std::path::PathBuf, st
 fn replay_matches_the_independent_oracle() {
     let (tmp, corpus, pipeline) = setup(true);
     let lake = tmp.path().join("lake");
-    let out = run_ok(&[
-        "replay",
-        s(&corpus),
-        "--out",
-        s(&lake),
-        "--pipeline",
-        s(&pipeline),
-        "--workers",
-        "2",
-    ]);
+    let out = replay_ok(&corpus, &lake, &pipeline, &["--workers", "2"]);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains(": 18 files,"), "{summary}");
     assert!(summary.contains("too_large 1"), "{summary}");
@@ -102,16 +93,7 @@ fn one_and_four_workers_write_the_same_rows() {
     let mut lakes = Vec::new();
     for workers in ["1", "4"] {
         let lake = tmp.path().join(format!("lake-{workers}"));
-        run_ok(&[
-            "replay",
-            s(&corpus),
-            "--out",
-            s(&lake),
-            "--pipeline",
-            s(&pipeline),
-            "--workers",
-            workers,
-        ]);
+        replay_ok(&corpus, &lake, &pipeline, &["--workers", workers]);
         lakes.push(lake_rows(&lake));
     }
     assert!(!lakes[0]["files"].is_empty());
@@ -122,14 +104,7 @@ fn one_and_four_workers_write_the_same_rows() {
 fn secrets_never_reach_the_lake() {
     let (tmp, corpus, pipeline) = setup(false);
     let lake = tmp.path().join("lake");
-    run_ok(&[
-        "replay",
-        s(&corpus),
-        "--out",
-        s(&lake),
-        "--pipeline",
-        s(&pipeline),
-    ]);
+    replay_ok(&corpus, &lake, &pipeline, &[]);
     let matches = rows(&lake, "matches", &[]).join("\n");
     assert!(matches.contains("AKIA****************"), "{matches}");
     assert!(!matches.contains("ABCDEFGHIJ"), "{matches}");
@@ -144,14 +119,7 @@ fn secrets_never_reach_the_lake() {
 fn languages_come_from_names_extensions_and_shebangs() {
     let (tmp, corpus, pipeline) = setup(false);
     let lake = tmp.path().join("lake");
-    run_ok(&[
-        "replay",
-        s(&corpus),
-        "--out",
-        s(&lake),
-        "--pipeline",
-        s(&pipeline),
-    ]);
+    replay_ok(&corpus, &lake, &pipeline, &[]);
     let languages = files_column(&lake, "language");
     assert_eq!(languages["src/main.rs"], "\"Rust\"");
     assert_eq!(languages["no_newline.py"], "\"Python\"");
@@ -192,18 +160,9 @@ fn zst(data: &[u8]) -> Vec<u8> {
 fn archives_give_the_same_rows_as_the_directory() {
     let (tmp, corpus, pipeline) = setup(true);
     let replay = |input: &Path, lake: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "replay",
-            s(input),
-            "--out",
-            s(lake),
-            "--pipeline",
-            s(&pipeline),
-            "--source",
-            "corpus",
-        ];
+        let mut args = vec!["--source", "corpus"];
         args.extend_from_slice(extra);
-        run_ok(&args);
+        replay_ok(input, lake, &pipeline, &args);
         lake_rows(lake)
     };
     let expected = replay(&corpus, &tmp.path().join("lake-dir"), &[]);
@@ -352,14 +311,7 @@ fn ignore_files_are_honoured_unless_no_ignore() {
 fn part_files_match_the_schema_files_and_no_temporary_file_remains() {
     let (tmp, corpus, pipeline) = setup(false);
     let lake = tmp.path().join("lake");
-    run_ok(&[
-        "replay",
-        s(&corpus),
-        "--out",
-        s(&lake),
-        "--pipeline",
-        s(&pipeline),
-    ]);
+    replay_ok(&corpus, &lake, &pipeline, &[]);
     for table in ["files", "file_rules", "matches"] {
         let expected = &exoflow::sink::schema::table(table).arrow;
         let found = parts(&lake, table);

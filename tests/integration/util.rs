@@ -176,3 +176,17 @@ pub fn oracle(corpus: &Path, lake: &Path, pipeline: &Path, extra: &[&str]) {
     assert!(out.status.success(), "oracle found differences:\n{report}");
     println!("{report}");
 }
+
+/// `exoflow replay INPUT --out LAKE --pipeline PIPELINE EXTRA...`, asserting success.
+pub fn replay_ok(input: &Path, lake: &Path, pipeline: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "replay",
+        s(input),
+        "--out",
+        s(lake),
+        "--pipeline",
+        s(pipeline),
+    ];
+    args.extend_from_slice(extra);
+    run_ok(&args)
+}
