@@ -35,6 +35,7 @@
 
 pub mod batch;
 pub mod dataflow;
+pub mod epochs;
 pub mod kernels;
 pub mod latency;
 pub mod pipeline;

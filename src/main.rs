@@ -50,9 +50,6 @@ struct WatchArgs {
     /// A file written without close-write is taken once quiet this many milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 50)]
     debounce_ms: u64,
-    /// Commit part files and stats_current.parquet at least this often.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    commit_interval: std::time::Duration,
     /// Poll at this interval instead of using inotify (for network filesystems, or too many
     /// directories for fs.inotify.max_user_watches).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -74,6 +71,15 @@ struct RunArgs {
     /// Worker threads [default: the number of cores].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Commit (part files, a commit record, stats_current.parquet) at least this often; a run
+    /// stopped or killed continues from its last commit.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    commit_interval: std::time::Duration,
+    /// Checkpoint the tracked state once this many rows (and at least as many as there are
+    /// tracked paths) were committed after the last checkpoint, so a restart reads a bounded
+    /// amount.
+    #[arg(long, value_name = "ROWS", default_value_t = 100_000)]
+    checkpoint_rows: u64,
 }
 
 impl RunArgs {
@@ -193,8 +199,10 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             poll: args.poll,
             debounce: std::time::Duration::from_millis(args.debounce_ms),
             latency: std::time::Duration::from_millis(args.latency_ms.max(1)),
+            commit_interval: args.run.commit_interval,
         },
-        commit_interval: args.commit_interval,
+        commit_interval: args.run.commit_interval,
+        checkpoint_rows: args.run.checkpoint_rows,
     };
     eprintln!("watching; Ctrl-C or SIGTERM stops, commits and prints the summary");
     match exoflow::watch::run(config, stop) {
@@ -202,6 +210,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             print(&summary.to_string());
             ExitCode::SUCCESS
         }
+        Err(e @ exoflow::watch::WatchError::Lake(_)) => fail(&anyhow::Error::new(e), 2),
         Err(e) => fail(&anyhow::Error::new(e), 1),
     }
 }
@@ -246,6 +255,8 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         strip_components: args.strip_components,
         no_ignore: args.no_ignore,
         progress_bar: std::io::stderr().is_terminal(),
+        commit_interval: args.run.commit_interval,
+        checkpoint_rows: args.run.checkpoint_rows,
     };
     match replay(options) {
         Ok(summary) => {
@@ -261,6 +272,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             }
         }
         Err(ReplayError::Input(e)) => fail(&anyhow::Error::new(e), 2),
+        Err(ReplayError::Lake(e)) => fail(&anyhow::Error::new(e), 2),
         Err(e) => fail(&anyhow::Error::new(e), 1),
     }
 }

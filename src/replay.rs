@@ -5,16 +5,18 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::dataflow::reconcile::Epochs;
+use crate::dataflow::commit::ReplayPlan;
 use crate::dataflow::{self, GraphError, GraphPlan};
+use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
 use crate::kernels::cpu::CpuBackend;
 use crate::pipeline::Pipeline;
 use crate::progress::{Progress, ProgressDisplay};
 use crate::sink::SinkReport;
+use crate::sink::commit::LakeError;
+use crate::sink::restore::open_for_run;
 use crate::source::archive::{ArchiveOptions, is_archive, read_archive};
 use crate::source::walk::{WalkOptions, walk};
 use crate::source::{SourceError, default_source_name};
@@ -33,6 +35,10 @@ pub struct ReplayOptions {
     pub strip_components: usize,
     pub no_ignore: bool,
     pub progress_bar: bool,
+    /// Commit at least this often, so that a replay killed part way resumes from there.
+    pub commit_interval: Duration,
+    /// See [`GraphPlan::checkpoint_rows`].
+    pub checkpoint_rows: u64,
 }
 
 /// Why a replay could not run at all.
@@ -41,6 +47,9 @@ pub enum ReplayError {
     /// An input is missing or of the wrong kind: nothing was done.
     #[error(transparent)]
     Input(SourceError),
+    /// The lake cannot be opened for this run: nothing was done.
+    #[error(transparent)]
+    Lake(LakeError),
     #[error(transparent)]
     Graph(#[from] GraphError),
 }
@@ -60,6 +69,13 @@ pub struct ReplaySummary {
     pub rule_ids: Vec<String>,
     /// A source failure part way (a corrupt archive): rows before it were written.
     pub source_error: Option<SourceError>,
+    /// Paths restored from the lake's committed state.
+    pub restored_paths: usize,
+    /// Snapshots an earlier, interrupted run of the same replay had committed, and this one
+    /// skipped.
+    pub resumed_after: usize,
+    /// Snapshots this run replayed.
+    pub snapshots: usize,
 }
 
 /// One input, checked before anything starts.
@@ -101,25 +117,38 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .source
         .clone()
         .unwrap_or_else(|| default_source_name(first_path));
-    let first_epoch = next_epoch(&options.lake);
-    let epochs = first_epoch..=first_epoch + inputs.len() as u64 - 1;
+    let (lake, restored) =
+        open_for_run(&options.lake, &options.pipeline).map_err(ReplayError::Lake)?;
+    let restored_paths = restored.versions.len();
+    let given: Vec<String> = options
+        .paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    // The same replay, interrupted after some of its snapshots were committed: skip those.
+    let resumed_after = match lake.head().and_then(|h| h.replay) {
+        Some(r) if r.source == source && r.inputs == given && r.done < given.len() => r.done,
+        _ => 0,
+    };
+    let snapshots = inputs.len() - resumed_after;
+    let first_epoch = lake.committed() + 1;
+    let clock = Arc::new(EpochClock::new(first_epoch, Some(options.commit_interval)));
     let workers = options.workers.max(1);
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), options.progress_bar);
     let rule_ids = (0..options.pipeline.rules.len() as u32)
         .map(|i| options.pipeline.rules.id(i).to_string())
         .collect();
-    let sealed = Arc::new(AtomicU64::new(first_epoch - 1));
-    let source_failed = Arc::new(AtomicBool::new(false));
 
     let (sender, receiver) = crossbeam_channel::bounded(dataflow::EVENT_QUEUE);
     let source_thread = std::thread::spawn({
         let source = source.clone();
-        let (sealed, failed) = (sealed.clone(), source_failed.clone());
+        let clock = clock.clone();
         let max_file_bytes = options.pipeline.max_file_bytes;
         let (strip_components, no_ignore) = (options.strip_components, options.no_ignore);
         move || {
-            for (epoch, input) in (first_epoch..).zip(inputs) {
+            for input in inputs.into_iter().skip(resumed_after) {
+                let first = clock.open();
                 let result = match &input {
                     Input::Archive(path) => {
                         let archive_options = ArchiveOptions {
@@ -127,36 +156,38 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
                             max_file_bytes,
                             no_ignore,
                         };
-                        read_archive(path, &source, epoch, &archive_options, &sender).map(|_| ())
+                        read_archive(path, &source, &clock, &archive_options, &sender).map(|_| ())
                     }
                     Input::Directory(path) => {
                         let walk_options = WalkOptions {
                             no_ignore,
                             threads: workers,
                         };
-                        walk(path, &source, epoch, &walk_options, &sender).map(|_| ())
+                        walk(path, &source, &clock, &walk_options, &sender).map(|_| ())
                     }
                 };
-                if let Err(e) = result {
-                    // Set before the sender hangs up, so no snapshot is taken as complete.
-                    failed.store(true, Ordering::Release);
-                    return Err(e);
-                }
-                sealed.store(epoch, Ordering::Release);
+                // A failed snapshot is not complete: it ends no snapshot, so it deletes nothing.
+                result?;
+                clock.seal(true, &[(&source, first)]);
             }
-            Ok(())
+            Ok::<(), SourceError>(())
         }
     });
     let plan = GraphPlan {
-        lake: options.lake.clone(),
+        lake,
         workers,
         max_file_bytes: options.pipeline.max_file_bytes,
         dir_depth: options.pipeline.dir_depth,
-        epochs: Epochs::Snapshots(epochs.clone(), source_failed),
-        sealed,
+        clock: clock.clone(),
+        restored,
+        replay: Some(ReplayPlan {
+            source: source.clone(),
+            inputs: given,
+            skipped: resumed_after,
+        }),
+        checkpoint_rows: options.checkpoint_rows,
         stage: Arc::new(KernelStage::new(Box::new(CpuBackend), options.pipeline)),
         progress: progress.clone(),
-        commit_interval: None,
         latency: None,
     };
     let graph = dataflow::run(plan, receiver);
@@ -168,7 +199,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     Ok(ReplaySummary {
         source,
         lake: options.lake,
-        epochs,
+        epochs: first_epoch..=clock.last().max(first_epoch),
         workers,
         elapsed: started.elapsed(),
         observed_files: progress.files(),
@@ -176,23 +207,10 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         report,
         rule_ids,
         source_error: source_result.err(),
+        restored_paths,
+        resumed_after,
+        snapshots,
     })
-}
-
-/// The epoch after the highest one in the lake's `files` part names, or 1 for a new lake.
-pub fn next_epoch(lake: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(lake.join("files")) else {
-        return 1;
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
-            rest.split('-').nth(2)?.parse::<u64>().ok()
-        })
-        .max()
-        .map_or(1, |last| last + 1)
 }
 
 /// Bytes in the largest decimal unit that keeps a digit before the point.
@@ -215,7 +233,7 @@ impl fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.report;
         let secs = self.elapsed.as_secs_f64().max(1e-6);
-        let snapshots = self.epochs.end() - self.epochs.start() + 1;
+        let snapshots = self.snapshots;
         writeln!(
             f,
             "replayed {} snapshot{} of '{}': {} files, {} in {:.2} s ({:.0} files/s, {:.1} MB/s), {} workers",
@@ -229,6 +247,20 @@ impl fmt::Display for ReplaySummary {
             self.observed_bytes as f64 / 1e6 / secs,
             self.workers,
         )?;
+        if self.resumed_after > 0 {
+            writeln!(
+                f,
+                "resumed after snapshot {} (committed by an earlier run)",
+                self.resumed_after
+            )?;
+        }
+        if self.restored_paths > 0 {
+            writeln!(
+                f,
+                "continued from the lake's committed state: {} tracked paths",
+                self.restored_paths
+            )?;
+        }
         writeln!(
             f,
             "changes: {} upserts, {} deletes, {} unchanged, epochs {}..={}",

@@ -22,6 +22,11 @@ impl SkipReason {
         SkipReason::Unreadable,
     ];
 
+    /// The reason a `skip_reason` value of the lake names.
+    pub fn parse(value: &str) -> Option<SkipReason> {
+        SkipReason::ALL.into_iter().find(|r| r.as_str() == value)
+    }
+
     /// The `skip_reason` value in the lake.
     pub fn as_str(self) -> &'static str {
         match self {

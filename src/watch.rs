@@ -4,18 +4,19 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::dataflow::reconcile::Epochs;
 use crate::dataflow::{self, GraphError, GraphPlan};
+use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
 use crate::kernels::cpu::CpuBackend;
 use crate::latency::{LatencyRecorder, LatencySummary, log_periodically};
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
-use crate::replay::next_epoch;
 use crate::sink::SinkReport;
+use crate::sink::commit::LakeError;
+use crate::sink::restore::open_for_run;
 use crate::source::SourceError;
 use crate::source::watch::{WatchControl, WatchOptions, WatchRoot, watch};
 
@@ -28,6 +29,8 @@ pub struct WatchRun {
     pub workers: usize,
     pub options: WatchOptions,
     pub commit_interval: Duration,
+    /// See [`GraphPlan::checkpoint_rows`].
+    pub checkpoint_rows: u64,
 }
 
 /// Why watching failed.
@@ -35,6 +38,9 @@ pub struct WatchRun {
 pub enum WatchError {
     #[error(transparent)]
     Source(SourceError),
+    /// The lake cannot be opened for this run: nothing was done.
+    #[error(transparent)]
+    Lake(LakeError),
     #[error(transparent)]
     Graph(#[from] GraphError),
 }
@@ -48,37 +54,44 @@ pub struct WatchSummary {
     pub rescans: u64,
     pub latency: LatencySummary,
     pub lake: PathBuf,
+    /// Paths restored from the lake's committed state.
+    pub restored_paths: usize,
 }
 
 /// Watches until `stop` is set, then drains, commits and returns.
 pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, WatchError> {
     let started = Instant::now();
-    let first_epoch = next_epoch(&config.lake);
+    let (lake, restored) =
+        open_for_run(&config.lake, &config.pipeline).map_err(WatchError::Lake)?;
+    let restored_paths = restored.versions.len();
     let latency = Arc::new(LatencyRecorder::default());
+    let clock = Arc::new(EpochClock::new(lake.committed() + 1, None));
     let control = Arc::new(WatchControl {
         latency: latency.clone(),
         stop: stop.clone(),
-        ..WatchControl::default()
+        clock: clock.clone(),
+        rescans: AtomicU64::new(0),
     });
-    control.sealed.store(first_epoch - 1, Ordering::Release);
     let progress = Arc::new(Progress::default());
     let (sender, receiver) = crossbeam_channel::bounded(dataflow::EVENT_QUEUE);
     let watcher = std::thread::spawn({
         let control = control.clone();
-        let (roots, options) = (config.roots.clone(), config.options.clone());
-        move || watch(&roots, &options, first_epoch, &control, &sender)
+        let (roots, mut options) = (config.roots.clone(), config.options.clone());
+        options.commit_interval = config.commit_interval;
+        move || watch(&roots, &options, &control, &sender)
     });
     let logger = log_periodically(latency.clone(), Duration::from_secs(10), stop.clone());
     let plan = GraphPlan {
-        lake: config.lake.clone(),
+        lake,
         workers: config.workers.max(1),
         max_file_bytes: config.pipeline.max_file_bytes,
         dir_depth: config.pipeline.dir_depth,
-        epochs: Epochs::Events,
-        sealed: control.sealed.clone(),
+        clock,
+        restored,
+        replay: None,
+        checkpoint_rows: config.checkpoint_rows,
         stage: Arc::new(KernelStage::new(Box::new(CpuBackend), config.pipeline)),
         progress: progress.clone(),
-        commit_interval: Some(config.commit_interval),
         latency: Some(latency.clone()),
     };
     // The graph runs until the watcher stops (on `stop`, or failing) and hangs up.
@@ -97,6 +110,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         rescans: watched.rescans,
         latency: latency.summary(),
         lake: config.lake,
+        restored_paths,
     })
 }
 
@@ -104,8 +118,9 @@ impl fmt::Display for WatchSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "watched for {:.1} s: {} files read, {} upserts and {} deletes written, {} rescans",
+            "watched for {:.1} s: {} tracked paths restored, {} files read, {} upserts and {} deletes written, {} rescans",
             self.elapsed.as_secs_f64(),
+            self.restored_paths,
             self.observed_files,
             self.report.files,
             self.report.deleted,

@@ -4,10 +4,12 @@
 //!
 //! Timely time is `epoch << 32 | tick`: an epoch (a snapshot, a commit interval) is split into
 //! ticks so that differential can settle its work tick by tick instead of holding a whole
-//! snapshot; the lake and the statistics tables are written per epoch. Memory is bounded by
+//! snapshot; the lake and the statistics tables are written per epoch and committed at the epochs
+//! the source asks for (see [`commit`]). Memory is bounded by
 //! admitting at most [`MAX_EVENTS_IN_FLIGHT`] events between the source and the kernel stage: a
 //! source waits for the workers, never the other way round.
 
+pub mod commit;
 pub mod reconcile;
 pub mod stats;
 
@@ -15,10 +17,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
-use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -29,15 +30,19 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline as PipelinePact};
 use timely::dataflow::operators::{Operator, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle, Stream, StreamVec};
 
-use self::reconcile::{Epochs, reconcile};
+use self::commit::{CheckpointPolicy, Committer, ReplayPlan};
+use self::reconcile::{Identity, KnownPath, reconcile};
 use self::stats::{StatKey, Tracked, all_stats};
 use crate::batch::Batcher;
+use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
 use crate::latency::LatencyRecorder;
 use crate::progress::Progress;
+use crate::sink::commit::Lake;
+use crate::sink::restore::LakeState;
 use crate::sink::stats::StatsWriter;
 use crate::sink::{LakeWriter, SinkError, SinkReport};
-use crate::source::{FileEvent, path_id};
+use crate::source::{FileEvent, path_id, route};
 use crate::version::FileVersion;
 
 /// Events buffered between a source and the workers: when full, the source waits.
@@ -67,20 +72,23 @@ pub fn epoch_of(time: u64) -> u64 {
 
 /// Everything a run of the graph needs.
 pub struct GraphPlan {
-    pub lake: PathBuf,
+    pub lake: Arc<Lake>,
     pub workers: usize,
     pub stage: Arc<KernelStage>,
     pub max_file_bytes: u64,
     pub dir_depth: usize,
-    pub epochs: Epochs,
-    /// The highest epoch whose events the source has all sent.
-    pub sealed: Arc<AtomicU64>,
+    /// The source's epochs: what is sealed, where to commit, which snapshots ended.
+    pub clock: Arc<EpochClock>,
+    /// The committed state of the lake, which the run continues from.
+    pub restored: LakeState,
     pub progress: Arc<Progress>,
-    /// Part files and `stats_current.parquet` are committed at least this often; None: parts at
-    /// the end, `stats_current.parquet` at every epoch.
-    pub commit_interval: Option<Duration>,
     /// Records event-to-statistics latency, for watching.
     pub latency: Option<Arc<LatencyRecorder>>,
+    /// What the commit records say of a replay's progress.
+    pub replay: Option<ReplayPlan>,
+    /// A checkpoint is written once this many `files` rows (and at least as many as there are
+    /// tracked paths) were committed after the last one.
+    pub checkpoint_rows: u64,
 }
 
 /// Why a run of the graph failed.
@@ -94,13 +102,22 @@ pub enum GraphError {
 
 /// Runs the graph over every event `events` yields until its senders hang up, and returns the
 /// merged report of the lake writers.
-pub fn run(plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkReport, GraphError> {
+pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkReport, GraphError> {
+    let workers = plan.workers.max(1);
+    let restored_rows = plan.restored.rows_read;
+    let mut shares: Vec<Vec<FileVersion>> = (0..workers).map(|_| Vec::new()).collect();
+    for version in std::mem::take(&mut plan.restored.versions) {
+        shares[(route(&version.source, &version.path) % workers as u64) as usize].push(version);
+    }
     let shared = Arc::new(Shared {
         plan,
         abort: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
+        restored: shares.into_iter().map(|s| Mutex::new(Some(s))).collect(),
+        restored_rows,
+        rows_written: AtomicU64::new(0),
     });
-    let config = timely::Config::process(shared.plan.workers.max(1));
+    let config = timely::Config::process(workers);
     let guards = timely::execute(config, move |worker| run_worker(worker, &shared, &events))
         .map_err(GraphError::Timely)?;
     let mut report = SinkReport::default();
@@ -125,8 +142,14 @@ pub fn run(plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkReport, G
 /// What every worker shares.
 struct Shared {
     plan: GraphPlan,
+    /// Set when a worker failed: the others stop, and nothing more is committed.
     abort: AtomicBool,
     in_flight: AtomicUsize,
+    /// Each worker's share of the restored versions, taken when its graph is built.
+    restored: Vec<Mutex<Option<Vec<FileVersion>>>>,
+    restored_rows: u64,
+    /// `files` rows written by all workers in this run.
+    rows_written: AtomicU64,
 }
 
 fn run_worker(
@@ -137,25 +160,57 @@ fn run_worker(
     let plan = &shared.plan;
     let index = worker.index();
     let rules = plan.stage.rules().clone();
-    let writer = Rc::new(RefCell::new(LakeWriter::new(
-        &plan.lake,
-        index,
-        rules.clone(),
-    )));
-    let stats_writer = Rc::new(RefCell::new(StatsWriter::new(
-        &plan.lake,
-        index,
+    let root = plan.lake.root().to_path_buf();
+    let writer = Rc::new(RefCell::new(LakeWriter::new(&root, index, rules.clone())));
+    let committer = Rc::new(RefCell::new(Committer::new(
+        index == 0,
+        plan.lake.clone(),
+        plan.clock.clone(),
+        StatsWriter::new(&root, index, rules.clone()),
         rules,
-        plan.commit_interval,
+        plan.replay.clone(),
+        CheckpointPolicy {
+            min_rows: plan.checkpoint_rows,
+            rows_before: shared.restored_rows,
+        },
+        Arc::new({
+            let shared = shared.clone();
+            move || shared.rows_written.load(Ordering::Relaxed)
+        }),
     )));
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
+    let restored = shared.restored[index]
+        .lock()
+        .expect("restored lock")
+        .take()
+        .unwrap_or_default();
+    let known: Vec<KnownPath> = restored
+        .iter()
+        .map(|v| KnownPath {
+            id: path_id(&v.source, &v.path),
+            key: (v.source.clone(), v.path.clone()),
+            identity: Identity::of(v),
+        })
+        .collect();
+    let restored: Vec<(u128, Tracked)> = restored
+        .iter()
+        .filter_map(|v| Some((path_id(&v.source, &v.path), Tracked::of(v, plan.dir_depth)?)))
+        .collect();
     let mut input = InputHandleVec::<u64, FileEvent>::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let events = input.to_stream(scope);
         let observed = featurize(events, shared.clone());
-        let changes = reconcile(observed, plan.epochs.clone());
-        let upserts = write_lake(changes, writer.clone(), failure.clone(), plan.dir_depth);
+        let changes = reconcile(observed, plan.clock.clone(), known);
+        let upserts = write_lake(
+            changes,
+            LakeSink {
+                writer: writer.clone(),
+                failure: failure.clone(),
+                shared: shared.clone(),
+                restored,
+            },
+        );
         let current = arrange_from_upsert::<
             ValBuilder<u128, Tracked, u64, isize>,
             ValSpine<u128, Tracked, u64, isize>,
@@ -164,15 +219,22 @@ fn run_worker(
         >(upserts, "CurrentVersions");
         let stats = all_stats(current);
         let latency = plan.latency.clone().filter(|_| index == 0);
-        write_stats(stats.inner, stats_writer.clone(), failure.clone(), latency).probe_with(&probe);
+        write_stats(
+            stats.inner,
+            committer.clone(),
+            failure.clone(),
+            shared.clone(),
+            latency,
+        )
+        .probe_with(&probe);
     });
 
     let mut since_tick = 0usize;
     loop {
         if failure.borrow().is_some() {
-            shared.abort.store(true, Ordering::Relaxed);
+            shared.abort.store(true, Ordering::Release);
         }
-        if shared.abort.load(Ordering::Relaxed) {
+        if shared.abort.load(Ordering::Acquire) {
             break;
         }
         if shared.in_flight.load(Ordering::Acquire) >= MAX_EVENTS_IN_FLIGHT {
@@ -196,18 +258,8 @@ fn run_worker(
             }
             Err(TryRecvError::Empty) => {
                 next_tick(&mut input, &mut since_tick);
-                if let Some(interval) = plan.commit_interval {
-                    let committed = writer
-                        .borrow_mut()
-                        .commit_if_older(interval)
-                        .and_then(|()| stats_writer.borrow_mut().commit_if_due());
-                    if let Err(error) = committed {
-                        tracing::error!(error = %error, "commit failed");
-                        failure.borrow_mut().get_or_insert(error);
-                    }
-                }
                 // No event of a sealed epoch can come any more: let the epoch complete.
-                let sealed = plan.sealed.load(Ordering::Acquire);
+                let sealed = plan.clock.sealed();
                 if sealed >= epoch_of(*input.time()) {
                     input.advance_to(epoch_start(sealed + 1));
                 }
@@ -217,27 +269,30 @@ fn run_worker(
         }
     }
     drop(input);
-    while worker.step() {}
-
+    if !shared.abort.load(Ordering::Acquire) {
+        while worker.step() {
+            if shared.abort.load(Ordering::Acquire) {
+                break;
+            }
+        }
+    }
     if let Some(error) = failure.borrow_mut().take() {
         return Err(error);
+    }
+    if shared.abort.load(Ordering::Acquire) {
+        // Another worker failed; what this one wrote past the last commit is removed on restart.
+        return Ok(SinkReport::default());
     }
     let writer = Rc::try_unwrap(writer)
         .map_err(|_| ())
         .expect("the dataflow has completed and released the writer")
         .into_inner();
-    let stats_writer = Rc::try_unwrap(stats_writer)
+    let committer = Rc::try_unwrap(committer)
         .map_err(|_| ())
-        .expect("the dataflow has completed and released the statistics writer")
+        .expect("the dataflow has completed and released the committer")
         .into_inner();
     let mut report = writer.finish()?;
-    let stats_parts = if index == 0 {
-        // When the run ends, `stats_current` is current at the last epoch the source sealed.
-        stats_writer.finish(Some(plan.sealed.load(Ordering::Acquire)))?
-    } else {
-        stats_writer.finish(None)?
-    };
-    report.parts.extend(stats_parts);
+    report.parts.extend(committer.finish()?);
     Ok(report)
 }
 
@@ -290,46 +345,125 @@ fn featurize<'scope>(
     )
 }
 
-/// Versions -> the worker's part files, and -> upserts keyed by path id, at the time they travel
-/// at, for the current-versions arrangement (so that no version is copied for two consumers).
-fn write_lake<'scope>(
-    versions: StreamVec<'scope, u64, FileVersion>,
+/// What the lake-writing operator holds.
+struct LakeSink {
     writer: Rc<RefCell<LakeWriter>>,
     failure: Rc<RefCell<Option<SinkError>>>,
-    dir_depth: usize,
+    shared: Arc<Shared>,
+    /// The restored current versions, sent to the arrangement at time 0 and not written again.
+    restored: Vec<(u128, Tracked)>,
+}
+
+/// Versions -> the worker's part files, and -> upserts keyed by path id, at the time they travel
+/// at, for the current-versions arrangement (so that no version is copied for two consumers).
+///
+/// Parts are closed at the commit epochs the clock requests: before the first row of a later
+/// epoch, and when the input frontier passes the commit epoch. The operator holds its capability
+/// until then, so that nothing downstream sees an epoch complete before its parts are closed,
+/// and it keeps it for good after a write failure, so that nothing after it is committed.
+fn write_lake<'scope>(
+    versions: StreamVec<'scope, u64, FileVersion>,
+    sink: LakeSink,
 ) -> StreamVec<'scope, u64, (u128, Option<Tracked>, u64)> {
-    versions.unary::<CapacityContainerBuilder<Vec<(u128, Option<Tracked>, u64)>>, _, _, _>(
+    versions.unary_frontier::<CapacityContainerBuilder<Vec<(u128, Option<Tracked>, u64)>>, _, _, _>(
         PipelinePact,
         "LakeWriter",
-        move |_capability, _info| {
-            move |input, output| {
+        move |capability, _info| {
+            let LakeSink {
+                writer,
+                failure,
+                shared,
+                restored,
+            } = sink;
+            let dir_depth = shared.plan.dir_depth;
+            let clock = shared.plan.clock.clone();
+            let mut restored = Some(restored);
+            let mut capability = Some(capability);
+            move |(input, frontier), output| {
+                if let (Some(cap), Some(restored)) = (capability.as_ref(), restored.take()) {
+                    let mut session = output.session(cap);
+                    for (id, tracked) in restored {
+                        session.give((id, Some(tracked), 0));
+                    }
+                }
+                let fail = |error: SinkError| {
+                    tracing::error!(error = %error, "lake write failed");
+                    shared.abort.store(true, Ordering::Release);
+                    failure.borrow_mut().get_or_insert(error);
+                };
+                let mut writer = writer.borrow_mut();
                 input.for_each(|time, data| {
                     let at = *time.least().expect("a message has a time");
+                    let epoch = epoch_of(at);
+                    if failure.borrow().is_none()
+                        && must_close(&writer, &clock, epoch)
+                        && let Err(error) = writer.close_parts()
+                    {
+                        fail(error);
+                    }
                     let mut session = output.session(&time);
-                    let mut writer = writer.borrow_mut();
                     for v in data.drain(..) {
                         let id = path_id(&v.source, &v.path);
                         session.give((id, Tracked::of(&v, dir_depth), at));
-                        if failure.borrow().is_none()
-                            && let Err(error) = writer.push(v)
-                        {
-                            tracing::error!(error = %error, "lake write failed");
-                            *failure.borrow_mut() = Some(error);
+                        if failure.borrow().is_none() {
+                            shared.rows_written.fetch_add(1, Ordering::Relaxed);
+                            if let Err(error) = writer.push(v) {
+                                fail(error);
+                            }
                         }
                     }
                 });
+                if failure.borrow().is_some() {
+                    return; // the capability stays where it is
+                }
+                let Some(cap) = capability.as_mut() else {
+                    return;
+                };
+                match frontier.frontier().first() {
+                    Some(&t) => {
+                        let complete = epoch_of(t).checked_sub(1);
+                        let close =
+                            complete.is_some_and(|done| must_close(&writer, &clock, done + 1));
+                        if close && let Err(error) = writer.close_parts() {
+                            fail(error);
+                            return;
+                        }
+                        if t > *cap.time() {
+                            cap.downgrade(&t);
+                        }
+                    }
+                    None => {
+                        if let Err(error) = writer.close_parts() {
+                            fail(error);
+                            return;
+                        }
+                        capability = None;
+                    }
+                }
             }
         },
     )
 }
 
-/// Statistic changes -> one worker, which writes each epoch's changes once the epoch is complete
-/// and replaces `stats_current.parquet`. It holds one consolidated value per statistic and open
-/// epoch.
+/// Whether the open parts must be closed before rows of `epoch`: a commit was requested at or
+/// after their last epoch and before `epoch`.
+fn must_close(writer: &LakeWriter, clock: &EpochClock, epoch: u64) -> bool {
+    match writer.open_epochs() {
+        Some((_, last)) if last < epoch => clock
+            .commit_at_or_before(epoch - 1)
+            .is_some_and(|c| c >= last),
+        _ => false,
+    }
+}
+
+/// Statistic changes -> one worker, which applies each epoch's changes once the epoch is complete
+/// and commits at the requested epochs (see [`Committer`]). It holds one consolidated value per
+/// statistic and open epoch.
 fn write_stats<'scope>(
     changes: Stream<'scope, u64, Vec<(StatKey, u64, isize)>>,
-    writer: Rc<RefCell<StatsWriter>>,
+    committer: Rc<RefCell<Committer>>,
     failure: Rc<RefCell<Option<SinkError>>>,
+    shared: Arc<Shared>,
     latency: Option<Arc<LatencyRecorder>>,
 ) -> StreamVec<'scope, u64, ()> {
     changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -344,25 +478,37 @@ fn write_stats<'scope>(
                         *epoch.entry(key).or_default() += diff as i64;
                     }
                 });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(&epoch_end(*entry.key())) {
-                        break;
+                let first = frontier.frontier().first().copied();
+                let complete = match first {
+                    Some(t) => epoch_of(t).checked_sub(1),
+                    None => Some(u64::MAX),
+                };
+                let mut committer = committer.borrow_mut();
+                let result = (|| {
+                    while let Some(entry) = pending.first_entry() {
+                        if complete.is_none_or(|c| *entry.key() > c) {
+                            break;
+                        }
+                        let (epoch, changes) = entry.remove_entry();
+                        committer.apply(epoch, changes)?;
                     }
-                    let (epoch, changes) = entry.remove_entry();
-                    if failure.borrow().is_some() {
-                        continue;
+                    if shared.abort.load(Ordering::Acquire) || !committer.is_coordinator() {
+                        return Ok(());
                     }
-                    if let Err(error) = writer.borrow_mut().commit_epoch(epoch, changes) {
-                        tracing::error!(error = %error, "statistics write failed");
-                        *failure.borrow_mut() = Some(error);
+                    match first {
+                        Some(_) => committer.commit_through(complete),
+                        None => committer.finish_run(),
                     }
+                })();
+                if let Err(error) = result {
+                    tracing::error!(error = %error, "commit failed");
+                    shared.abort.store(true, Ordering::Release);
+                    failure.borrow_mut().get_or_insert(error);
                 }
                 if let Some(latency) = &latency {
                     // Every epoch the frontier has passed is reflected in the live statistics.
-                    match frontier.frontier().first() {
-                        Some(&t) if epoch_of(t) > 0 => latency.reflected_through(epoch_of(t) - 1),
-                        Some(_) => {}
-                        None => latency.reflected_through(u64::MAX - 1),
+                    if let Some(c) = complete {
+                        latency.reflected_through(c.min(u64::MAX - 1));
                     }
                 }
             }

@@ -1,14 +1,12 @@
-//! Observed versions per epoch -> only the changes: upserts of new or changed paths and, when each epoch
-//! is a complete snapshot, deletes of the paths that snapshot no longer has.
+//! Observed versions per epoch -> only the changes: upserts of new or changed paths and, when a
+//! snapshot of a source ends, deletes of the source's paths that the snapshot no longer has.
 //!
 //! Runs on the worker that owns each path (versions arrive already exchanged by path), so the
 //! state here is this worker's share of the tracked paths: one identity per path.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
-use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -17,6 +15,7 @@ use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, Operator};
 
 use super::{epoch_end, epoch_of};
+use crate::epochs::{EpochClock, Snapshot};
 use crate::source::path_id;
 use crate::version::{FileVersion, SkipReason};
 
@@ -25,14 +24,14 @@ pub type PathKey = (String, Vec<u8>);
 
 /// What decides whether a path changed: its content hash, or why it has none.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Identity {
+pub struct Identity {
     hash: Option<[u8; 16]>,
     skip_reason: Option<SkipReason>,
     size: Option<u64>,
 }
 
 impl Identity {
-    fn of(version: &FileVersion) -> Identity {
+    pub fn of(version: &FileVersion) -> Identity {
         Identity {
             hash: version.features.as_ref().map(|f| f.hash),
             skip_reason: version.skip_reason,
@@ -41,22 +40,21 @@ impl Identity {
     }
 }
 
-/// How epochs relate to the tree.
+/// A tracked path as the lake's committed state has it, for a restarted run.
 #[derive(Debug, Clone)]
-pub enum Epochs {
-    /// Each epoch in the range is a complete snapshot: a path missing from it was deleted. When
-    /// the flag is set the source failed part way, so no snapshot is complete any more and no
-    /// deletes are derived from absence.
-    Snapshots(RangeInclusive<u64>, Arc<AtomicBool>),
-    /// Epochs are slices of a stream of events: only explicit deletes delete.
-    Events,
+pub struct KnownPath {
+    pub id: u128,
+    pub key: PathKey,
+    pub identity: Identity,
 }
 
-/// Drops versions identical to the path's current one, and adds deletes for paths missing from
-/// a complete snapshot.
+/// Drops versions identical to the path's current one, and adds deletes for the paths of a source
+/// that a complete snapshot of it (see [`EpochClock`]) did not contain. `restored` is this worker's
+/// share of the paths the lake already tracks.
 pub fn reconcile<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
-    epochs: Epochs,
+    clock: Arc<EpochClock>,
+    restored: Vec<KnownPath>,
 ) -> StreamVec<'scope, u64, FileVersion> {
     versions.unary_frontier::<CapacityContainerBuilder<Vec<FileVersion>>, _, _, _>(
         Pipeline,
@@ -64,15 +62,13 @@ pub fn reconcile<'scope>(
         move |capability, _info| {
             let mut state = State {
                 known: PathIdMap::default(),
-                seen: PathIdSet::default(),
                 stash: BTreeMap::new(),
+                snapshots_done: 0,
             };
-            let (mut open, last, source_failed) = match &epochs {
-                Epochs::Snapshots(range, failed) => {
-                    (*range.start(), Some(*range.end()), Some(failed.clone()))
-                }
-                Epochs::Events => (0, None, None),
-            };
+            state.known.reserve(restored.len());
+            for path in restored {
+                state.known.insert(path.id, (path.identity, path.key, 0));
+            }
             let mut capability = Some(capability);
             move |(input, frontier), output| {
                 // Versions are taken in time order, once their time is complete: arrival order
@@ -90,71 +86,55 @@ pub fn reconcile<'scope>(
                         break;
                     }
                     let versions = entry.remove();
-                    if let Some(last) = last {
-                        // Snapshots before this one are complete: their deletes come first.
-                        while open < epoch_of(at) && open <= last {
-                            close_snapshot(&mut state, cap, output, open, &source_failed);
-                            open += 1;
-                        }
+                    // Snapshots that ended before this epoch are complete: their deletes come first.
+                    if epoch_of(at) > 0 {
+                        close_snapshots(&mut state, &clock, cap, output, epoch_of(at) - 1);
                     }
                     let at = cap.delayed(&at);
                     let mut session = output.session(&at);
                     for version in versions {
-                        if let Some(change) = state.observe(version, last.is_some()) {
+                        if let Some(change) = state.observe(version) {
                             session.give(change);
                         }
                     }
                 }
-                let Some(last) = last else {
-                    match frontier.frontier().first() {
-                        Some(t) => {
-                            let hold = state.stash.keys().next().map_or(*t, |s| (*s).min(*t));
+                match frontier.frontier().first() {
+                    Some(&t) => {
+                        if epoch_of(t) > 0 {
+                            close_snapshots(&mut state, &clock, cap, output, epoch_of(t) - 1);
+                        }
+                        // Follow the input, but not past stashed versions.
+                        let hold = state.stash.keys().next().map_or(t, |s| (*s).min(t));
+                        if hold > *cap.time() {
                             cap.downgrade(&hold);
                         }
-                        None => capability = None,
                     }
-                    return;
-                };
-                while open <= last && !frontier.less_equal(&epoch_end(open)) {
-                    close_snapshot(&mut state, cap, output, open, &source_failed);
-                    open += 1;
-                }
-                if open > last {
-                    capability = None;
-                    return;
-                }
-                // Follow the input, but never past the end of the open snapshot, whose deletes
-                // are still to come, nor past stashed versions.
-                let mut hold = epoch_end(open);
-                if let Some(t) = frontier.frontier().first() {
-                    hold = hold.min(*t);
-                }
-                if let Some(t) = state.stash.keys().next() {
-                    hold = hold.min(*t);
-                }
-                if hold > *cap.time() {
-                    cap.downgrade(&hold);
+                    None => {
+                        close_snapshots(&mut state, &clock, cap, output, u64::MAX);
+                        capability = None;
+                    }
                 }
             }
         },
     )
 }
 
-/// Emits the deletes that end snapshot `epoch`, at its last time.
-fn close_snapshot(
+/// Emits the deletes of every snapshot that ended at or before `epoch` and has not been closed,
+/// each at the last time of its last epoch.
+fn close_snapshots(
     state: &mut State,
+    clock: &EpochClock,
     cap: &Capability<u64>,
     output: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<FileVersion>>>,
     epoch: u64,
-    source_failed: &Option<Arc<AtomicBool>>,
 ) {
-    let complete = !source_failed
-        .as_ref()
-        .is_some_and(|f| f.load(Ordering::Acquire));
-    let at = cap.delayed(&epoch_end(epoch));
-    let mut session = output.session(&at);
-    for delete in state.close(epoch, complete) {
-        session.give(delete);
+    for snapshot in clock.snapshots_from(state.snapshots_done, epoch) {
+        state.snapshots_done += 1;
+        let at = cap.delayed(&epoch_end(snapshot.last));
+        let mut session = output.session(&at);
+        for delete in state.close(&snapshot) {
+            session.give(delete);
+        }
     }
 }
 
@@ -177,55 +157,56 @@ impl std::hash::Hasher for PathIdHasher {
 }
 
 type PathIdMap<V> = HashMap<u128, V, BuildHasherDefault<PathIdHasher>>;
-type PathIdSet = HashSet<u128, BuildHasherDefault<PathIdHasher>>;
 
 struct State {
-    /// Per tracked path: its identity, and its (source, path) for the delete it may need.
-    known: PathIdMap<(Identity, PathKey)>,
-    /// Paths seen in the open snapshot.
-    seen: PathIdSet,
+    /// Per tracked path: its identity, its (source, path) for the delete it may need, and the
+    /// last epoch it was seen in (0: restored, not seen yet).
+    known: PathIdMap<(Identity, PathKey, u64)>,
     /// Versions whose time is not complete yet, by time.
     stash: BTreeMap<u64, Vec<FileVersion>>,
+    /// Snapshots of the clock already closed.
+    snapshots_done: usize,
 }
 
 impl State {
     /// Records a version; returns it when it is a change.
-    fn observe(&mut self, version: FileVersion, snapshots: bool) -> Option<FileVersion> {
+    fn observe(&mut self, version: FileVersion) -> Option<FileVersion> {
         let id = path_id(&version.source, &version.path);
         if version.deleted {
             return self.known.remove(&id).map(|_| version);
         }
-        if snapshots {
-            self.seen.insert(id);
-        }
         let identity = Identity::of(&version);
         match self.known.get_mut(&id) {
-            Some((known, _)) if *known == identity => return None,
-            Some((known, _)) => *known = identity,
+            Some((known, _, seen)) if *known == identity => {
+                *seen = version.epoch;
+                return None;
+            }
+            Some((known, _, seen)) => {
+                *known = identity;
+                *seen = version.epoch;
+            }
             None => {
                 let key = (version.source.clone(), version.path.clone());
-                self.known.insert(id, (identity, key));
+                self.known.insert(id, (identity, key, version.epoch));
             }
         }
         Some(version)
     }
 
-    /// Ends snapshot `epoch`: deletes for every known path it did not have, if it is complete.
-    fn close(&mut self, epoch: u64, complete: bool) -> Vec<FileVersion> {
-        let seen = std::mem::take(&mut self.seen);
-        if !complete {
-            return Vec::new();
-        }
+    /// Ends a snapshot: deletes for every known path of its source it did not see.
+    fn close(&mut self, snapshot: &Snapshot) -> Vec<FileVersion> {
         let gone: Vec<u128> = self
             .known
-            .keys()
-            .filter(|id| !seen.contains(*id))
-            .copied()
+            .iter()
+            .filter(|(_, (_, (source, _), seen))| {
+                *seen < snapshot.first && *source == snapshot.source
+            })
+            .map(|(id, _)| *id)
             .collect();
         let mut deletes: Vec<FileVersion> = gone
             .into_iter()
             .filter_map(|id| self.known.remove(&id))
-            .map(|(_, (source, path))| FileVersion::delete(source, path, epoch))
+            .map(|(_, (source, path), _)| FileVersion::delete(source, path, snapshot.last))
             .collect();
         deletes.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
         deletes

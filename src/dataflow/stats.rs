@@ -120,7 +120,7 @@ pub struct StatKey {
 }
 
 impl StatKey {
-    fn new(
+    pub fn new(
         dimension: Dimension,
         key: impl Into<Cow<'static, str>>,
         rule: Option<u32>,

@@ -65,6 +65,21 @@ pub struct RuleSpec {
     pub secret: bool,
 }
 
+/// XXH3-64 (hex) of every field of `spec` that changes what is computed.
+fn fingerprint(spec: &PipelineSpec) -> String {
+    let mut text = format!(
+        "exoflow-pipeline-1\0{}\0{}\0{}\0{}",
+        spec.max_file_bytes, spec.max_matches_per_rule, spec.scan_binary, spec.dir_depth
+    );
+    for rule in &spec.rules {
+        text.push_str(&format!(
+            "\0{}\0{}\0{}\0{}\0{}",
+            rule.id, rule.pattern, rule.regex, rule.case_insensitive, rule.secret
+        ));
+    }
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
 fn default_max_file_bytes() -> u64 {
     DEFAULT_MAX_FILE_BYTES
 }
@@ -109,6 +124,9 @@ pub struct Pipeline {
     pub scan_binary: bool,
     pub dir_depth: usize,
     pub rules: RuleSet,
+    /// Identifies what the pipeline computes (limits and rules, not its name or description): a
+    /// lake holds the results of one pipeline.
+    pub fingerprint: String,
 }
 
 impl Pipeline {
@@ -160,7 +178,9 @@ impl Pipeline {
             id,
             reason,
         })?;
+        let fingerprint = fingerprint(&spec);
         Ok(Pipeline {
+            fingerprint,
             name: spec.name.unwrap_or_else(|| "unnamed".to_string()),
             max_file_bytes: spec.max_file_bytes,
             max_matches_per_rule: spec.max_matches_per_rule,

@@ -1,6 +1,8 @@
 //! The lake: FileVersions -> Parquet part files, one writer per worker and table.
 
+pub mod commit;
 pub mod parquet;
+pub mod restore;
 pub mod schema;
 pub mod stats;
 pub mod tables;
@@ -24,6 +26,8 @@ pub enum SinkError {
         #[source]
         source: ::parquet::errors::ParquetError,
     },
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
     #[error("table {table}: batch schema differs from schemas/{table}.json: {detail}")]
     SchemaMismatch { table: String, detail: String },
     #[error("table {table}: cannot build a record batch")]

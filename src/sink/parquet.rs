@@ -47,7 +47,6 @@ pub struct PartWriter {
 /// A part file being written: its writer, temporary path and the epochs of its rows.
 struct OpenPart {
     writer: ArrowWriter<File>,
-    opened: std::time::Instant,
     tmp: PathBuf,
     first_epoch: u64,
     last_epoch: u64,
@@ -120,7 +119,6 @@ impl PartWriter {
                 })?;
         self.open = Some(OpenPart {
             writer,
-            opened: std::time::Instant::now(),
             tmp,
             first_epoch: epoch,
             last_epoch: epoch,
@@ -129,7 +127,7 @@ impl PartWriter {
     }
 
     /// Finishes the open part: footer, fsync, rename to its final name, fsync of the directory.
-    fn close(&mut self) -> Result<(), SinkError> {
+    pub fn close(&mut self) -> Result<(), SinkError> {
         let Some(part) = self.open.take() else {
             return Ok(());
         };
@@ -140,18 +138,6 @@ impl PartWriter {
         self.sequence += 1;
         finish_atomically(part.writer, &part.tmp, &target)?;
         self.parts.push(target);
-        Ok(())
-    }
-
-    /// Closes the open part if it has been open for `age` or longer, so that readers see its rows.
-    pub fn commit_if_older(&mut self, age: std::time::Duration) -> Result<(), SinkError> {
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|p| p.opened.elapsed() >= age)
-        {
-            self.close()?;
-        }
         Ok(())
     }
 
@@ -281,6 +267,7 @@ pub struct LakeWriter {
     file_rules: PartWriter,
     matches: PartWriter,
     report: SinkReport,
+    open_epochs: Option<(u64, u64)>,
 }
 
 impl LakeWriter {
@@ -296,6 +283,7 @@ impl LakeWriter {
                 ..SinkReport::default()
             },
             rules,
+            open_epochs: None,
         }
     }
 
@@ -303,6 +291,10 @@ impl LakeWriter {
     /// Takes a version for the tables; rows are written in batches of [`WRITE_BATCH_ROWS`],
     /// since every write into a Parquet writer has a fixed cost.
     pub fn push(&mut self, v: FileVersion) -> Result<(), SinkError> {
+        self.open_epochs = Some(match self.open_epochs {
+            Some((first, last)) => (first.min(v.epoch), last.max(v.epoch)),
+            None => (v.epoch, v.epoch),
+        });
         if v.deleted {
             self.report.deleted += 1;
         } else {
@@ -343,12 +335,19 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Writes what is pending and closes the part files that have been open for `age` or longer.
-    pub fn commit_if_older(&mut self, age: std::time::Duration) -> Result<(), SinkError> {
+    /// The epochs of the rows written since the parts were last closed.
+    pub fn open_epochs(&self) -> Option<(u64, u64)> {
+        self.open_epochs
+    }
+
+    /// Writes what is pending and closes the open part files, for a commit.
+    pub fn close_parts(&mut self) -> Result<(), SinkError> {
         self.flush()?;
-        self.files.commit_if_older(age)?;
-        self.file_rules.commit_if_older(age)?;
-        self.matches.commit_if_older(age)
+        self.files.close()?;
+        self.file_rules.close()?;
+        self.matches.close()?;
+        self.open_epochs = None;
+        Ok(())
     }
 
     /// Writes what is pending and closes every open part file.

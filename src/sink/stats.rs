@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::parquet::{PartWriter, replace_file};
 use super::{SinkError, tables};
-use crate::dataflow::stats::StatKey;
+use crate::dataflow::stats::{Dimension, Metric, StatKey};
 use crate::pipeline::RuleSet;
 
 /// The name of the current statistics file in a lake.
@@ -19,28 +18,15 @@ pub struct StatsWriter {
     rules: RuleSet,
     changes: PartWriter,
     current: BTreeMap<StatKey, i64>,
-    current_epoch: Option<u64>,
-    /// `stats_current.parquet` is rewritten at most this often (at every epoch when None).
-    commit_interval: Option<Duration>,
-    /// The epoch `stats_current.parquet` was last written at, and when.
-    written: Option<(u64, Instant)>,
 }
 
 impl StatsWriter {
-    pub fn new(
-        lake: &Path,
-        worker: usize,
-        rules: RuleSet,
-        commit_interval: Option<Duration>,
-    ) -> StatsWriter {
+    pub fn new(lake: &Path, worker: usize, rules: RuleSet) -> StatsWriter {
         StatsWriter {
             lake: lake.to_path_buf(),
             changes: PartWriter::new(lake, "stats_changes", worker),
             rules,
             current: BTreeMap::new(),
-            current_epoch: None,
-            commit_interval,
-            written: None,
         }
     }
 
@@ -49,27 +35,25 @@ impl StatsWriter {
         &self.current
     }
 
-    /// Commits what is pending once the commit interval has passed: closes the open
-    /// `stats_changes` part and rewrites `stats_current.parquet`.
-    pub fn commit_if_due(&mut self) -> Result<(), SinkError> {
-        let Some(interval) = self.commit_interval else {
-            return Ok(());
-        };
-        self.changes.commit_if_older(interval)?;
-        let stale = self.written.map(|(e, _)| Some(e) != self.current_epoch);
-        let due = self.written.is_none_or(|(_, at)| at.elapsed() >= interval);
-        if stale.unwrap_or(self.current_epoch.is_some()) && due {
-            self.write_current()?;
-        }
-        Ok(())
+    /// Paths the statistics count: files with content features and skipped entries.
+    pub fn tracked_paths(&self) -> u64 {
+        [Metric::Files, Metric::Skipped]
+            .into_iter()
+            .map(|m| {
+                let key = StatKey::new(Dimension::Total, "", None, m);
+                self.current.get(&key).copied().unwrap_or(0).max(0) as u64
+            })
+            .sum()
     }
 
-    /// Records the changes of a completed epoch (any order, repeated keys allowed) and replaces
-    /// `stats_current.parquet`.
-    pub fn commit_epoch(
+    /// Applies the changes of a completed epoch (any order, repeated keys allowed) to the current
+    /// values and, when `record` is set, writes them to `stats_changes`. The restored state of a
+    /// restarted run (epoch 0) is applied without being recorded again.
+    pub fn apply(
         &mut self,
         epoch: u64,
         changes: impl IntoIterator<Item = (StatKey, i64)>,
+        record: bool,
     ) -> Result<(), SinkError> {
         let mut consolidated: BTreeMap<StatKey, i64> = BTreeMap::new();
         for (key, diff) in changes {
@@ -80,7 +64,7 @@ impl StatsWriter {
             .filter(|(_, diff)| *diff != 0)
             .map(|(key, diff)| (epoch, key, diff))
             .collect();
-        if !rows.is_empty() {
+        if record && !rows.is_empty() {
             let batch =
                 tables::stats_changes(&rows, &self.rules).map_err(|source| SinkError::Arrow {
                     table: "stats_changes".into(),
@@ -95,19 +79,16 @@ impl StatsWriter {
                 self.current.remove(&key);
             }
         }
-        self.current_epoch = Some(epoch);
-        if self.commit_interval.is_none() {
-            self.write_current()?;
-        }
         Ok(())
     }
 
-    /// Replaces `stats_current.parquet` with the current values.
-    fn write_current(&mut self) -> Result<(), SinkError> {
-        let Some(epoch) = self.current_epoch else {
-            return Ok(());
-        };
-        self.written = Some((epoch, Instant::now()));
+    /// Closes the open `stats_changes` part, for a commit.
+    pub fn close_part(&mut self) -> Result<(), SinkError> {
+        self.changes.close()
+    }
+
+    /// Replaces `stats_current.parquet` with the current values, as of `epoch`.
+    pub fn write_current(&mut self, epoch: u64) -> Result<(), SinkError> {
         let batch =
             tables::stats_current(self.current.iter(), epoch, &self.rules).map_err(|source| {
                 SinkError::Arrow {
@@ -118,13 +99,8 @@ impl StatsWriter {
         replace_file(&self.lake.join(STATS_CURRENT_FILE), "stats_current", &batch)
     }
 
-    /// Closes the open `stats_changes` part and, given the run's last epoch, makes
-    /// `stats_current.parquet` current at it.
-    pub fn finish(mut self, last_epoch: Option<u64>) -> Result<Vec<PathBuf>, SinkError> {
-        if let Some(last) = last_epoch {
-            self.current_epoch = Some(last.max(self.current_epoch.unwrap_or(0)));
-            self.write_current()?;
-        }
+    /// The `stats_changes` parts written.
+    pub fn finish(self) -> Result<Vec<PathBuf>, SinkError> {
         Ok(self.changes.finish()?.1)
     }
 }

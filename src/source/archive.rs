@@ -8,6 +8,8 @@ use std::path::Path;
 use crossbeam_channel::Sender;
 use tar::EntryType as TarType;
 
+use crate::epochs::EpochClock;
+
 use super::{EntryType, EventKind, FileEvent, Member, Origin, SourceError, now_us};
 
 /// How to read an archive.
@@ -35,12 +37,12 @@ pub fn is_archive(path: &Path) -> bool {
         .any(|suffix| name.ends_with(suffix))
 }
 
-/// Reads the archive at `path` and sends an event per member at `epoch`. Members sent before a
+/// Reads the archive at `path` and sends an event per member, stamped by `clock`. Members sent before a
 /// corrupt or truncated part stay sent; the error names the member where reading stopped.
 pub fn read_archive(
     path: &Path,
     source: &str,
-    epoch: u64,
+    clock: &EpochClock,
     options: &ArchiveOptions,
     events: &Sender<FileEvent>,
 ) -> Result<ArchiveReport, SourceError> {
@@ -100,12 +102,12 @@ pub fn read_archive(
             source: source.to_string(),
             path: relative,
             kind: EventKind::Upsert,
-            epoch,
+            epoch: 0, // stamped when sent
             observed_at_us: now_us(),
             entry: entry_type,
             origin: Origin::Member(member),
         };
-        if events.send(event).is_err() {
+        if clock.send(events, event).is_err() {
             break;
         }
     }

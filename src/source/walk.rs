@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_channel::Sender;
 use ignore::{WalkBuilder, WalkState};
 
+use crate::epochs::EpochClock;
+
 use super::{EntryType, EventKind, FileEvent, Origin, SourceError, now_us};
 
 /// How to walk a tree.
@@ -27,12 +29,12 @@ pub struct WalkReport {
     pub errors: u64,
 }
 
-/// Walks `root` and sends an upsert event for every non-directory entry at `epoch`. Returns when
-/// the walk is complete or the receiver hung up.
+/// Walks `root` and sends an upsert event for every non-directory entry, stamped by `clock`.
+/// Returns when the walk is complete or the receiver hung up.
 pub fn walk(
     root: &Path,
     source: &str,
-    epoch: u64,
+    clock: &EpochClock,
     options: &WalkOptions,
     events: &Sender<FileEvent>,
 ) -> Result<WalkReport, SourceError> {
@@ -61,14 +63,7 @@ pub fn walk(
                     if file_type.is_dir() {
                         return WalkState::Continue;
                     }
-                    event(
-                        root,
-                        source,
-                        epoch,
-                        entry.path(),
-                        entry_type(file_type),
-                        None,
-                    )
+                    event(root, source, entry.path(), entry_type(file_type), None)
                 }
                 Err(err) => {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -80,7 +75,6 @@ pub fn walk(
                     event(
                         root,
                         source,
-                        epoch,
                         &path,
                         EntryType::NotRegular,
                         Some(err.to_string()),
@@ -91,7 +85,7 @@ pub fn walk(
                 return WalkState::Continue;
             };
             entries.fetch_add(1, Ordering::Relaxed);
-            match events.send(event) {
+            match clock.send(events, event) {
                 Ok(()) => WalkState::Continue,
                 Err(_) => WalkState::Quit,
             }
@@ -142,7 +136,6 @@ pub fn entry_type(file_type: std::fs::FileType) -> EntryType {
 fn event(
     root: &Path,
     source: &str,
-    epoch: u64,
     path: &Path,
     entry: EntryType,
     unlistable: Option<String>,
@@ -160,7 +153,7 @@ fn event(
         source: source.to_string(),
         path: bytes.to_vec(),
         kind: EventKind::Upsert,
-        epoch,
+        epoch: 0, // stamped when sent
         observed_at_us: now_us(),
         entry,
         origin,

@@ -17,6 +17,8 @@ use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, R
 use notify::{Event, RecursiveMode, Watcher};
 
 use super::walk::{entry_type, walk_builder};
+use crate::epochs::EpochClock;
+
 use super::{EntryType, EventKind as Op, FileEvent, Origin, SourceError, now_us};
 
 /// A watched directory and the source name its paths belong to.
@@ -36,15 +38,17 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// An epoch closes this long after it opened, if it has events.
     pub latency: Duration,
+    /// The lake commits at least this often while there are changes.
+    pub commit_interval: Duration,
 }
 
 /// Shared between the watcher, the graph and the caller.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WatchControl {
     /// Set to stop watching; pending files are flushed first.
     pub stop: Arc<AtomicBool>,
-    /// The highest epoch whose events have all been sent.
-    pub sealed: Arc<AtomicU64>,
+    /// Stamps and seals the epochs; the first one is the initial scan, a snapshot of every root.
+    pub clock: Arc<EpochClock>,
     /// Rescans after a queue overflow or a notify request.
     pub rescans: AtomicU64,
     /// When each epoch's events were received, for the latency histogram.
@@ -92,11 +96,11 @@ impl Stamp {
 /// Overflows closer together than this are answered by one rescan.
 const RESCAN_SETTLE: Duration = Duration::from_millis(100);
 
-/// Watches `roots` until `control.stop` is set, sending events from epoch `first_epoch` on.
+/// Watches `roots` until `control.stop` is set. The first epoch is a snapshot of every root: what
+/// the graph tracks under a root's source and the scan does not find is deleted.
 pub fn watch(
     roots: &[WatchRoot],
     options: &WatchOptions,
-    first_epoch: u64,
     control: &Arc<WatchControl>,
     events: &Sender<FileEvent>,
 ) -> Result<WatchReport, SourceError> {
@@ -120,9 +124,11 @@ pub fn watch(
     let mut state = Watching {
         roots: Vec::new(),
         options: options.clone(),
-        epoch: first_epoch,
         epoch_opened: Instant::now(),
         epoch_events: 0,
+        initial_scan: true,
+        last_commit: Instant::now(),
+        uncommitted: false,
         dirty: HashMap::new(),
         pending: HashMap::new(),
         rescan_due: None,
@@ -192,9 +198,13 @@ fn ignore_matcher(dir: &Path, no_ignore: bool) -> Option<Gitignore> {
 struct Watching {
     roots: Vec<Root>,
     options: WatchOptions,
-    epoch: u64,
     epoch_opened: Instant,
     epoch_events: u64,
+    /// The open epoch holds the initial scan: it closes even if empty, ending a snapshot.
+    initial_scan: bool,
+    /// When a commit was last requested, and whether epochs were sealed since.
+    last_commit: Instant,
+    uncommitted: bool,
     /// Files written but not yet complete: when they were last touched.
     dirty: HashMap<PathBuf, Instant>,
     /// The open epoch's changes, one per path (the last one wins), sent when the epoch closes:
@@ -480,7 +490,7 @@ impl Watching {
         entry: EntryType,
         absolute: &Path,
     ) -> Result<(), SourceError> {
-        self.control.latency.received(self.epoch);
+        self.control.latency.received(self.control.clock.open());
         self.epoch_events += 1;
         self.pending
             .insert((root, relative), (op, entry, absolute.to_path_buf()));
@@ -488,15 +498,19 @@ impl Watching {
     }
 
     /// Closes the open epoch once it is `latency` old and has changes (or at the end): sends its
-    /// changes and seals it.
+    /// changes and seals it, asking for a commit once the commit interval has passed (an idle
+    /// watch seals an empty epoch to commit what is still uncommitted).
     fn maybe_close_epoch(&mut self, last: bool) -> Result<(), SourceError> {
-        if self.epoch_events == 0 {
-            if !last {
+        let commit_due = last || self.last_commit.elapsed() >= self.options.commit_interval;
+        if self.epoch_events == 0 && !self.initial_scan {
+            if self.uncommitted && commit_due {
+                self.seal(true);
+            } else if !last {
                 self.epoch_opened = Instant::now();
             }
             return Ok(());
         }
-        if !last && self.epoch_opened.elapsed() < self.options.latency {
+        if !last && !self.initial_scan && self.epoch_opened.elapsed() < self.options.latency {
             return Ok(());
         }
         for ((root, relative), (op, entry, absolute)) in std::mem::take(&mut self.pending) {
@@ -508,21 +522,43 @@ impl Watching {
                 source: self.roots[root].source.clone(),
                 path: relative,
                 kind: op,
-                epoch: self.epoch,
+                epoch: 0, // stamped when sent
                 observed_at_us: now_us(),
                 entry,
                 origin: Origin::Disk(absolute),
             };
             // A full channel is backpressure: the graph is behind, and the watcher waits for it.
-            self.events.send(event).map_err(|_| SourceError::Watch {
-                path: self.roots[root].dir.clone(),
-                reason: "the dataflow stopped".into(),
-            })?;
+            self.control
+                .clock
+                .send(&self.events, event)
+                .map_err(|_| SourceError::Watch {
+                    path: self.roots[root].dir.clone(),
+                    reason: "the dataflow stopped".into(),
+                })?;
         }
-        self.control.sealed.store(self.epoch, Ordering::Release);
-        self.epoch += 1;
+        self.seal(commit_due);
+        Ok(())
+    }
+
+    /// Seals the open epoch; the first one ends the initial snapshot of every root.
+    fn seal(&mut self, commit: bool) {
+        let clock = &self.control.clock;
+        let first = clock.open();
+        let ended: Vec<(&str, u64)> = if self.initial_scan {
+            self.roots
+                .iter()
+                .map(|r| (r.source.as_str(), first))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        clock.seal(commit, &ended);
+        self.initial_scan = false;
         self.epoch_events = 0;
         self.epoch_opened = Instant::now();
-        Ok(())
+        self.uncommitted = !commit;
+        if commit {
+            self.last_commit = Instant::now();
+        }
     }
 }

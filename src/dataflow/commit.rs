@@ -1,0 +1,195 @@
+//! The commit coordinator: on worker 0, once the graph's frontier shows a requested commit epoch
+//! complete on every worker (every lake writer has closed its parts for it, see `write_lake`), it
+//! closes the `stats_changes` part, writes the commit record, then replaces
+//! `stats_current.parquet`. It also starts checkpoints in the background and records them in a
+//! later commit once they are durable.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rustc_hash::FxHashMap;
+
+use super::stats::StatKey;
+use crate::epochs::EpochClock;
+use crate::pipeline::RuleSet;
+use crate::sink::SinkError;
+use crate::sink::commit::{Lake, ReplayProgress};
+use crate::sink::restore::{StateRange, load, write_checkpoint};
+use crate::sink::stats::StatsWriter;
+
+/// A replay's place in its list of snapshots.
+#[derive(Debug, Clone)]
+pub struct ReplayPlan {
+    pub source: String,
+    pub inputs: Vec<String>,
+    /// Snapshots committed by earlier runs and skipped by this one.
+    pub skipped: usize,
+}
+
+/// When to checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// Committed `files` rows after the last checkpoint that trigger the next one (at least as
+    /// many as there are tracked paths, so that checkpoints cost O(1) per row).
+    pub min_rows: u64,
+    /// Rows after the last checkpoint that the restore read.
+    pub rows_before: u64,
+}
+
+/// A checkpoint being written.
+struct Job {
+    epoch: u64,
+    handle: JoinHandle<Result<(), SinkError>>,
+}
+
+pub struct Committer {
+    coordinator: bool,
+    lake: Arc<Lake>,
+    clock: Arc<EpochClock>,
+    stats: StatsWriter,
+    rules: RuleSet,
+    replay: Option<ReplayPlan>,
+    policy: CheckpointPolicy,
+    committed: u64,
+    /// The checkpoint the head names.
+    checkpoint: Option<u64>,
+    job: Option<Job>,
+    /// `files` rows the lake writers had written when the last checkpoint was started.
+    rows_at_checkpoint: u64,
+    rows_written: Arc<dyn Fn() -> u64>,
+}
+
+impl Committer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        coordinator: bool,
+        lake: Arc<Lake>,
+        clock: Arc<EpochClock>,
+        stats: StatsWriter,
+        rules: RuleSet,
+        replay: Option<ReplayPlan>,
+        policy: CheckpointPolicy,
+        rows_written: Arc<dyn Fn() -> u64>,
+    ) -> Committer {
+        let head = lake.head();
+        Committer {
+            coordinator,
+            committed: head.as_ref().map_or(0, |h| h.epoch),
+            checkpoint: head.and_then(|h| h.checkpoint),
+            lake,
+            clock,
+            stats,
+            rules,
+            replay,
+            policy,
+            job: None,
+            rows_at_checkpoint: 0,
+            rows_written,
+        }
+    }
+
+    pub fn is_coordinator(&self) -> bool {
+        self.coordinator
+    }
+
+    /// The live statistics.
+    pub fn stats(&self) -> &StatsWriter {
+        &self.stats
+    }
+
+    /// Applies the statistic changes of a complete epoch; epoch 0 is the restored state, which is
+    /// already in the lake.
+    pub fn apply(&mut self, epoch: u64, changes: FxHashMap<StatKey, i64>) -> Result<(), SinkError> {
+        self.stats.apply(epoch, changes, epoch > 0)
+    }
+
+    /// Commits at the highest requested epoch that is at most `complete`, if that is new.
+    pub fn commit_through(&mut self, complete: Option<u64>) -> Result<(), SinkError> {
+        let Some(complete) = complete else {
+            return Ok(());
+        };
+        match self.clock.commit_at_or_before(complete) {
+            Some(epoch) if epoch > self.committed => self.commit(epoch, false),
+            _ => Ok(()),
+        }
+    }
+
+    /// The input is exhausted and every epoch complete: commits at the run's last epoch, waiting
+    /// for a checkpoint being written.
+    pub fn finish_run(&mut self) -> Result<(), SinkError> {
+        let last = self.clock.last().max(self.committed);
+        if last > self.committed || self.job.is_some() {
+            self.commit(last, true)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, epoch: u64, last: bool) -> Result<(), SinkError> {
+        self.stats.close_part()?;
+        let checkpoint = self.finished_checkpoint(last)?;
+        let replay = self.replay.as_ref().map(|r| ReplayProgress {
+            source: r.source.clone(),
+            inputs: r.inputs.clone(),
+            done: r.skipped + self.clock.snapshots_from(0, epoch).len(),
+        });
+        self.lake.commit(epoch, "epoch", checkpoint, replay)?;
+        self.committed = epoch;
+        self.stats.write_current(epoch)?;
+        if !last {
+            self.maybe_start_checkpoint(epoch);
+        }
+        Ok(())
+    }
+
+    /// The epoch of a checkpoint that is now durable, if one is; with `wait`, waits for it.
+    fn finished_checkpoint(&mut self, wait: bool) -> Result<Option<u64>, SinkError> {
+        let Some(job) = self.job.take_if(|j| wait || j.handle.is_finished()) else {
+            return Ok(None);
+        };
+        match job.handle.join() {
+            Ok(Ok(())) => {
+                self.checkpoint = Some(job.epoch);
+                Ok(Some(job.epoch))
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => panic!("the checkpoint thread panicked"),
+        }
+    }
+
+    /// Starts a checkpoint at `epoch` when enough rows were committed since the last one.
+    fn maybe_start_checkpoint(&mut self, epoch: u64) {
+        if self.job.is_some() {
+            return;
+        }
+        let written = (self.rows_written)();
+        let since = self.policy.rows_before + written - self.rows_at_checkpoint;
+        if since < self.policy.min_rows.max(self.stats.tracked_paths()) {
+            return;
+        }
+        self.policy.rows_before = 0;
+        self.rows_at_checkpoint = written;
+        let root = self.lake.root().to_path_buf();
+        let range = StateRange {
+            checkpoint: self.checkpoint,
+            through: epoch,
+        };
+        let rules = self.rules.clone();
+        tracing::info!(epoch, rows = since, "writing a checkpoint");
+        let handle = std::thread::spawn(move || {
+            let state = load(&root, range, &rules)?;
+            write_checkpoint(&root, epoch, &state.versions, &rules)
+        });
+        self.job = Some(Job { epoch, handle });
+    }
+
+    /// Closes the `stats_changes` part writer and returns the parts it wrote.
+    pub fn finish(mut self) -> Result<Vec<std::path::PathBuf>, SinkError> {
+        if let Some(job) = self.job.take() {
+            // Not recorded: a later run removes it.
+            let _ = job.handle.join();
+        }
+        self.stats.close_part()?;
+        let stats = self.stats;
+        stats.finish()
+    }
+}

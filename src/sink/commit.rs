@@ -1,0 +1,435 @@
+//! The commit protocol (DESIGN.md §4). Part files are written hidden, fsynced and renamed to
+//! `part-<worker>-<first_epoch>-<last_epoch>-<seq>.parquet` when closed; once every part holding
+//! rows of epochs up to E is closed, a commit record for E is written atomically under
+//! `LAKE/_exoflow/commits/`. The newest record is the lake's committed state: a part whose last
+//! epoch is past it was written by a run that did not reach its commit, and [`Lake::open`] removes
+//! it, with every temporary file, before a run writes anything.
+//!
+//! `_exoflow/` stays small: the newest [`KEEP_RECORDS`] records, a lock file, and at most one
+//! checkpoint (see `sink::restore`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::SinkError;
+use crate::pipeline::Pipeline;
+
+/// The lake's own directory; readers ignore names starting with `_`.
+pub const LOG_DIR: &str = "_exoflow";
+/// Commit records, named by sequence number.
+const COMMITS_DIR: &str = "commits";
+/// Records kept; older ones are removed once a newer one is durable.
+pub const KEEP_RECORDS: usize = 8;
+/// The tables written as part files, one directory each.
+pub const PART_TABLES: [&str; 4] = ["files", "file_rules", "matches", "stats_changes"];
+/// The version of the commit record format.
+const FORMAT: u32 = 1;
+
+/// How far a replay of several snapshots got, so that running it again resumes after the last
+/// snapshot it committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayProgress {
+    pub source: String,
+    /// The replayed paths, as given.
+    pub inputs: Vec<String>,
+    /// Snapshots committed, from the first.
+    pub done: usize,
+}
+
+/// One commit: everything in the lake's part files up to `epoch` is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    pub format: u32,
+    /// Increases with every record.
+    pub sequence: u64,
+    pub epoch: u64,
+    /// Milliseconds since the Unix epoch.
+    pub committed_at_ms: u64,
+    /// The pipeline the lake's rows were computed with.
+    pub pipeline: String,
+    pub rules: Vec<String>,
+    /// The epoch of the checkpoint a restart reads (`_exoflow/checkpoint-<epoch>/`), if any.
+    pub checkpoint: Option<u64>,
+    #[serde(default)]
+    pub replay: Option<ReplayProgress>,
+    /// What the record commits: "epoch" or "compaction".
+    pub action: String,
+}
+
+/// Why a lake cannot be opened for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake {path} is in use by another exoflow process{holder}")]
+    Locked { path: PathBuf, holder: String },
+    #[error(
+        "{path} holds part files but no {LOG_DIR}/ commit log: it was not written by this version of exoflow; write to a new lake"
+    )]
+    Foreign { path: PathBuf },
+    #[error(
+        "lake {path} holds results of another pipeline (fingerprint {lake}, rules {lake_rules:?}); this pipeline is {ours}: write to a new lake"
+    )]
+    PipelineChanged {
+        path: PathBuf,
+        lake: String,
+        lake_rules: Vec<String>,
+        ours: String,
+    },
+    #[error("commit record {path} is unreadable: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
+    move |source| SinkError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A lake opened for writing: locked against other writers, cleaned of uncommitted files.
+#[derive(Debug)]
+pub struct Lake {
+    root: PathBuf,
+    _lock: File,
+    pipeline: String,
+    rules: Vec<String>,
+    head: Mutex<Option<CommitRecord>>,
+}
+
+impl Lake {
+    /// Opens (or creates) the lake at `root` for a run of `pipeline` (None: any pipeline, for
+    /// maintenance), takes its lock, and removes what no commit record covers.
+    pub fn open(root: &Path, pipeline: Option<&Pipeline>) -> Result<Lake, LakeError> {
+        let log = root.join(LOG_DIR);
+        if !log.exists() && PART_TABLES.iter().any(|t| !parts(root, t).is_empty()) {
+            return Err(LakeError::Foreign {
+                path: root.to_path_buf(),
+            });
+        }
+        let commits = log.join(COMMITS_DIR);
+        std::fs::create_dir_all(&commits).map_err(io_error(&commits))?;
+        let lock_path = log.join("lock");
+        let mut lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        if lock.try_lock().is_err() {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(LakeError::Locked {
+                path: root.to_path_buf(),
+                holder: if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                },
+            });
+        }
+        lock.set_len(0).map_err(io_error(&lock_path))?;
+        write!(lock, "{}", std::process::id()).map_err(io_error(&lock_path))?;
+        let head = newest_record(&commits)?;
+        let (fingerprint, rules) = match (pipeline, &head) {
+            (Some(p), _) => (
+                p.fingerprint.clone(),
+                (0..p.rules.len() as u32)
+                    .map(|i| p.rules.id(i).to_string())
+                    .collect(),
+            ),
+            (None, Some(h)) => (h.pipeline.clone(), h.rules.clone()),
+            (None, None) => (String::new(), Vec::new()),
+        };
+        if let Some(h) = &head
+            && h.pipeline != fingerprint
+        {
+            return Err(LakeError::PipelineChanged {
+                path: root.to_path_buf(),
+                lake: h.pipeline.clone(),
+                lake_rules: h.rules.clone(),
+                ours: fingerprint,
+            });
+        }
+        let lake = Lake {
+            root: root.to_path_buf(),
+            _lock: lock,
+            pipeline: fingerprint,
+            rules,
+            head: Mutex::new(head),
+        };
+        lake.remove_uncommitted()?;
+        Ok(lake)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The newest commit record.
+    pub fn head(&self) -> Option<CommitRecord> {
+        self.head.lock().expect("head lock").clone()
+    }
+
+    /// The last committed epoch; 0 for a new lake.
+    pub fn committed(&self) -> u64 {
+        self.head().map_or(0, |h| h.epoch)
+    }
+
+    /// The directory of the checkpoint at `epoch`.
+    pub fn checkpoint_dir(&self, epoch: u64) -> PathBuf {
+        self.root.join(LOG_DIR).join(format!("checkpoint-{epoch}"))
+    }
+
+    /// Removes temporary files, parts past the committed epoch, compaction leftovers and
+    /// checkpoints the head does not name.
+    fn remove_uncommitted(&self) -> Result<(), SinkError> {
+        let committed = self.committed();
+        let mut removed = 0usize;
+        for table in PART_TABLES {
+            let dir = self.root.join(table);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(|e| e.ok()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let stale = is_temporary(&name)
+                    || part_epochs(&name).is_some_and(|(_, last)| last > committed);
+                if stale {
+                    remove(&entry.path())?;
+                    removed += 1;
+                }
+            }
+            sync_dir(&dir)?;
+        }
+        let tmp = self.root.join(".stats_current.parquet.tmp");
+        if tmp.exists() {
+            remove(&tmp)?;
+        }
+        let keep = self.head().and_then(|h| h.checkpoint);
+        let log = self.root.join(LOG_DIR);
+        for entry in std::fs::read_dir(&log)
+            .map_err(io_error(&log))?
+            .filter_map(|e| e.ok())
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let wanted = keep.is_some_and(|k| name == format!("checkpoint-{k}"));
+            if (name.starts_with("checkpoint-") || name.starts_with("staging")) && !wanted {
+                std::fs::remove_dir_all(entry.path()).map_err(io_error(&entry.path()))?;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                committed,
+                "removed part files past the last commit"
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes a commit record for `epoch`, durably, and removes records older than the newest
+    /// [`KEEP_RECORDS`]. `checkpoint` and `replay` are kept from the previous record when None.
+    pub fn commit(
+        &self,
+        epoch: u64,
+        action: &str,
+        checkpoint: Option<u64>,
+        replay: Option<ReplayProgress>,
+    ) -> Result<CommitRecord, SinkError> {
+        let mut head = self.head.lock().expect("head lock");
+        let previous = head.as_ref();
+        let record = CommitRecord {
+            format: FORMAT,
+            sequence: previous.map_or(1, |h| h.sequence + 1),
+            epoch,
+            committed_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            pipeline: self.pipeline.clone(),
+            rules: self.rules.clone(),
+            checkpoint: checkpoint.or(previous.and_then(|h| h.checkpoint)),
+            replay: replay.or(previous.and_then(|h| h.replay.clone())),
+            action: action.to_string(),
+        };
+        let dir = self.root.join(LOG_DIR).join(COMMITS_DIR);
+        let text = serde_json::to_vec_pretty(&record).expect("a record serializes");
+        write_atomically(&dir.join(record_name(record.sequence)), &text)?;
+        if record.sequence > KEEP_RECORDS as u64 {
+            let old = dir.join(record_name(record.sequence - KEEP_RECORDS as u64));
+            if old.exists() {
+                remove(&old)?;
+            }
+        }
+        if let Some(old) = previous.and_then(|h| h.checkpoint)
+            && Some(old) != record.checkpoint
+        {
+            let stale = self.checkpoint_dir(old);
+            std::fs::remove_dir_all(&stale).map_err(io_error(&stale))?;
+        }
+        *head = Some(record.clone());
+        Ok(record)
+    }
+}
+
+fn record_name(sequence: u64) -> String {
+    format!("{sequence:020}.json")
+}
+
+/// The newest readable record in `dir`. Records are written atomically, so an unreadable one is
+/// damage from outside and an error, not something to skip.
+fn newest_record(dir: &Path) -> Result<Option<CommitRecord>, LakeError> {
+    let newest = std::fs::read_dir(dir)
+        .map_err(|e| LakeError::Sink(io_error(dir)(e)))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let sequence = name.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((sequence, e.path()))
+        })
+        .max();
+    let Some((_, path)) = newest else {
+        return Ok(None);
+    };
+    let text = std::fs::read(&path).map_err(|e| LakeError::Sink(io_error(&path)(e)))?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| LakeError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// The newest commit record of the lake at `root`, for readers; None for a lake without one.
+pub fn read_head(root: &Path) -> Result<Option<CommitRecord>, LakeError> {
+    let dir = root.join(LOG_DIR).join(COMMITS_DIR);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    newest_record(&dir)
+}
+
+/// A temporary file of ours: hidden, ending in `.tmp`.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// The epochs in a part file name `part-<writer>-<first>-<last>-<seq>.parquet`.
+pub fn part_epochs(name: &str) -> Option<(u64, u64)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let mut fields = rest.split('-');
+    let _writer = fields.next()?;
+    let first = fields.next()?.parse().ok()?;
+    let last = fields.next()?.parse().ok()?;
+    Some((first, last))
+}
+
+/// The part files of `table`, by name.
+pub fn parts(root: &Path, table: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root.join(table)) else {
+        return Vec::new();
+    };
+    let mut parts: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| part_epochs(&e.file_name().to_string_lossy()).is_some())
+        .map(|e| e.path())
+        .collect();
+    parts.sort();
+    parts
+}
+
+fn remove(path: &Path) -> Result<(), SinkError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Fsyncs a directory, so that renames and removals in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Writes `bytes` as `target`: a hidden temporary file, fsynced, renamed, and the directory
+/// fsynced. A reader sees the old file or the new one, never part of one.
+pub fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, target).map_err(io_error(target))?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_names_give_their_epochs() {
+        assert_eq!(part_epochs("part-0001-3-7-0002.parquet"), Some((3, 7)));
+        assert_eq!(part_epochs("part-c-1-9-0000.parquet"), Some((1, 9)));
+        assert_eq!(part_epochs(".part-0001-3-0002.parquet.tmp"), None);
+        assert_eq!(part_epochs("notes.txt"), None);
+    }
+
+    #[test]
+    fn open_removes_what_no_record_covers_and_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = Pipeline::default_pack();
+        let lake = Lake::open(dir.path(), Some(&pipeline)).unwrap();
+        assert_eq!(lake.committed(), 0);
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        for name in [
+            "part-0000-1-2-0000.parquet",
+            "part-0001-3-3-0001.parquet",
+            ".part-0000-77-0002.parquet.tmp",
+        ] {
+            std::fs::write(files.join(name), b"x").unwrap();
+        }
+        lake.commit(2, "epoch", None, None).unwrap();
+        let second = Lake::open(dir.path(), Some(&pipeline));
+        assert!(
+            matches!(second, Err(LakeError::Locked { .. })),
+            "{second:?}"
+        );
+        drop(lake);
+        let lake = Lake::open(dir.path(), Some(&pipeline)).unwrap();
+        assert_eq!(lake.committed(), 2);
+        let left: Vec<String> = std::fs::read_dir(&files)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["part-0000-1-2-0000.parquet"]);
+        for epoch in 3..3 + 2 * KEEP_RECORDS as u64 {
+            lake.commit(epoch, "epoch", None, None).unwrap();
+        }
+        let records = std::fs::read_dir(dir.path().join(LOG_DIR).join(COMMITS_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(records, KEEP_RECORDS);
+    }
+
+    #[test]
+    fn another_pipeline_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path(), Some(&Pipeline::default_pack())).unwrap();
+        lake.commit(1, "epoch", None, None).unwrap();
+        drop(lake);
+        let other = Pipeline::from_json(r#"{"rules": []}"#, "t").unwrap();
+        let err = Lake::open(dir.path(), Some(&other)).unwrap_err();
+        assert!(matches!(err, LakeError::PipelineChanged { .. }), "{err}");
+    }
+}
