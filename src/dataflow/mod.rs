@@ -276,12 +276,20 @@ fn run_worker(
             }
         }
     }
+    if shared.abort.load(Ordering::Acquire) {
+        // A failed writer holds its capability so that nothing after the failure commits: the
+        // dataflow cannot complete and is dropped. What was written past the last commit is
+        // removed when the lake is next opened.
+        for dataflow in worker.installed_dataflows() {
+            worker.drop_dataflow(dataflow);
+        }
+        return match failure.borrow_mut().take() {
+            Some(error) => Err(error),
+            None => Ok(SinkReport::default()),
+        };
+    }
     if let Some(error) = failure.borrow_mut().take() {
         return Err(error);
-    }
-    if shared.abort.load(Ordering::Acquire) {
-        // Another worker failed; what this one wrote past the last commit is removed on restart.
-        return Ok(SinkReport::default());
     }
     let writer = Rc::try_unwrap(writer)
         .map_err(|_| ())

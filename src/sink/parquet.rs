@@ -136,7 +136,10 @@ impl PartWriter {
             self.worker, part.first_epoch, part.last_epoch, self.sequence
         ));
         self.sequence += 1;
-        finish_atomically(part.writer, &part.tmp, &target)?;
+        if let Err(error) = finish_atomically(part.writer, &part.tmp, &target) {
+            let _ = std::fs::remove_file(&part.tmp);
+            return Err(error);
+        }
         self.parts.push(target);
         Ok(())
     }

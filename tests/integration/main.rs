@@ -1,6 +1,7 @@
 //! The integration tests, one binary: replay into a lake and check it with independent oracles.
 
 mod replay;
+mod restart;
 mod stats;
 mod util;
 mod watch;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use arrow_array::{
     Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, RecordBatch, StringArray,
@@ -91,6 +92,9 @@ fn cell(array: &dyn Array, row: usize) -> String {
         return format!("{:?}", a.value(row));
     }
     if let Some(a) = any.downcast_ref::<UInt64Array>() {
+        return a.value(row).to_string();
+    }
+    if let Some(a) = any.downcast_ref::<arrow_array::Int64Array>() {
         return a.value(row).to_string();
     }
     if let Some(a) = any.downcast_ref::<Float64Array>() {
@@ -189,4 +193,244 @@ pub fn replay_ok(input: &Path, lake: &Path, pipeline: &Path, extra: &[&str]) -> 
     ];
     args.extend_from_slice(extra);
     run_ok(&args)
+}
+
+/// A running `exoflow watch`.
+pub struct Watching {
+    child: Child,
+}
+
+impl Watching {
+    pub fn start(dir: &Path, lake: &Path) -> Watching {
+        Watching::start_with(dir, lake, &[])
+    }
+
+    /// Starts watching with extra arguments.
+    pub fn start_with(dir: &Path, lake: &Path, extra: &[&str]) -> Watching {
+        let child = exoflow()
+            .args([
+                "watch",
+                s(dir),
+                "--out",
+                s(lake),
+                "--commit-interval",
+                "300ms",
+            ])
+            .args(["--workers", "2"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("exoflow watch starts");
+        // The initial scan runs after the watches exist, so nothing done from now on is missed;
+        // a short pause only keeps the first actions out of the scan itself.
+        std::thread::sleep(Duration::from_millis(300));
+        Watching { child }
+    }
+
+    /// SIGTERM, then the summary it printed.
+    pub fn stop(mut self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let out = self.child.wait_with_output().unwrap();
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(status.success(), "watch exited with {status}: {text}");
+                return text;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "watch did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Current versions in a lake: path -> (size, hash, skip_reason), from the latest row per path.
+pub fn current_versions(lake: &Path) -> BTreeMap<String, String> {
+    let mut latest: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
+    for row in rows(lake, "files", &[]) {
+        let field = |name: &str| {
+            row.split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_string()
+        };
+        let path = field("path");
+        let epoch: u64 = field("epoch").parse().unwrap();
+        let value = (field("op") == "\"upsert\"").then(|| {
+            format!(
+                "size={} hash={} skip={}",
+                field("size"),
+                field("hash"),
+                field("skip_reason")
+            )
+        });
+        if latest.get(&path).is_none_or(|(e, _)| *e < epoch) {
+            latest.insert(path, (epoch, value));
+        }
+    }
+    latest
+        .into_iter()
+        .filter_map(|(path, (_, value))| value.map(|v| (path, v)))
+        .collect()
+}
+
+pub fn stats_current(lake: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for batch in read_batches(&lake.join("stats_current.parquet")) {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = ["dimension", "key", "rule", "metric", "value"]
+                .iter()
+                .map(|c| {
+                    let col = batch.column_by_name(c).unwrap();
+                    if arrow_array::Array::is_null(col.as_ref(), row) {
+                        "null".to_string()
+                    } else {
+                        arrow_cast_value(col.as_ref(), row)
+                    }
+                })
+                .collect();
+            rows.push(cells.join(" "));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn arrow_cast_value(col: &dyn arrow_array::Array, row: usize) -> String {
+    if let Some(a) = col.as_any().downcast_ref::<arrow_array::StringArray>() {
+        return a.value(row).to_string();
+    }
+    if let Some(a) = col.as_any().downcast_ref::<arrow_array::Int64Array>() {
+        return a.value(row).to_string();
+    }
+    panic!("unexpected column type")
+}
+
+/// Replays `dir` as source `source` and checks the watch lake against it.
+pub fn assert_same_as_replay(dir: &Path, source: &str, watch_lake: &Path, tmp: &Path) {
+    let replay_lake = tmp.join("replay-lake");
+    run_ok(&[
+        "replay",
+        s(dir),
+        "--out",
+        s(&replay_lake),
+        "--source",
+        source,
+    ]);
+    let watched = current_versions(watch_lake);
+    let replayed = current_versions(&replay_lake);
+    let differences: Vec<String> = replayed
+        .iter()
+        .filter(|(path, v)| watched.get(*path) != Some(*v))
+        .map(|(path, v)| format!("{path}: watched {:?}, replayed {v}", watched.get(path)))
+        .chain(
+            watched
+                .keys()
+                .filter(|path| !replayed.contains_key(*path))
+                .map(|path| format!("{path}: watched only")),
+        )
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "{} current versions differ, the first: {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(10)]
+    );
+    assert_eq!(
+        stats_current(watch_lake),
+        stats_current(&replay_lake),
+        "stats_current differ"
+    );
+}
+
+/// What breaks "exactly once" in a lake's `files` history: a path with two rows in one epoch, or
+/// a row that repeats the path's previous one (the same version written twice, or a delete of a
+/// deleted path).
+pub fn history_problems(lake: &Path) -> Vec<String> {
+    let mut by_path: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for row in rows(lake, "files", &[]) {
+        let field = |name: &str| {
+            row.split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_string()
+        };
+        let version = format!(
+            "op={} size={} hash={} skip={}",
+            field("op"),
+            field("size"),
+            field("hash"),
+            field("skip_reason")
+        );
+        let key = format!("{} {}", field("source"), field("path"));
+        by_path
+            .entry(key)
+            .or_default()
+            .push((field("epoch").parse().unwrap(), version));
+    }
+    let mut problems = Vec::new();
+    for (path, mut history) in by_path {
+        history.sort();
+        for pair in history.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                problems.push(format!("{path}: two rows in epoch {}", pair[0].0));
+            } else if pair[0].1 == pair[1].1 {
+                problems.push(format!(
+                    "{path}: epochs {} and {} repeat {}",
+                    pair[0].0, pair[1].0, pair[0].1
+                ));
+            }
+        }
+        if history
+            .first()
+            .is_some_and(|(_, v)| v.starts_with("op=\"delete\""))
+        {
+            problems.push(format!("{path}: history starts with a delete"));
+        }
+    }
+    problems
+}
+
+/// The running sum of `stats_changes`, as `stats_current` rows: what the statistics add up to
+/// when no change was written twice or lost.
+pub fn stats_changes_sum(lake: &Path) -> Vec<String> {
+    let mut sums: BTreeMap<String, i64> = BTreeMap::new();
+    for part in parts(lake, "stats_changes") {
+        for batch in read_batches(&part) {
+            let diff = batch.column_by_name("diff").unwrap();
+            let diff = diff
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap();
+            for row in 0..batch.num_rows() {
+                let key: Vec<String> = ["dimension", "key", "rule", "metric"]
+                    .iter()
+                    .map(|c| {
+                        let col = batch.column_by_name(c).unwrap();
+                        if arrow_array::Array::is_null(col.as_ref(), row) {
+                            "null".to_string()
+                        } else {
+                            arrow_cast_value(col.as_ref(), row)
+                        }
+                    })
+                    .collect();
+                *sums.entry(key.join(" ")).or_default() += diff.value(row);
+            }
+        }
+    }
+    let mut rows: Vec<String> = sums
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    rows.sort();
+    rows
 }

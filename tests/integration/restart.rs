@@ -1,0 +1,245 @@
+//! Restarts: a run on an existing lake continues from its committed state. The same final tree
+//! reached through several runs gives the same lake as one run; an unchanged tree adds no rows;
+//! a watch restarted after changes made while it was down writes exactly those changes. And a
+//! lake that cannot be written stops the run with an error naming the path, consistent.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use crate::util::*;
+
+/// A small tree with rule matches, a duplicate, a symlink and nested directories.
+fn tree_one(root: &Path) {
+    write(root, "README.md", "# Demo\nTODO: write\n");
+    write(root, "src/main.rs", "fn main() {} // FIXME\n");
+    write(
+        root,
+        "src/lib.rs",
+        "// Copyright 2024 Demo\npub fn f() {}\n",
+    );
+    write(
+        root,
+        "src/util/a.py",
+        "#!/usr/bin/env python3\nprint('x')  # TODO\n",
+    );
+    write(root, "docs/LICENSE", "MIT License\nCopyright (c) Demo\n");
+    write(root, "LICENSE", "MIT License\nCopyright (c) Demo\n");
+    write(root, "data/blob.bin", [0u8, 1, 2, 3, 0, 255]);
+    std::os::unix::fs::symlink("src/main.rs", root.join("link.rs")).unwrap();
+}
+
+/// `tree_one` after edits, a delete, an addition and a rename.
+fn tree_two(root: &Path) {
+    tree_one(root);
+    write(
+        root,
+        "src/main.rs",
+        "fn main() { println!(\"hi\"); } // FIXME TODO\n",
+    );
+    std::fs::remove_file(root.join("docs/LICENSE")).unwrap();
+    write(root, "src/new.go", "package main // HACK\n");
+    std::fs::rename(root.join("src/util/a.py"), root.join("src/util/b.py")).unwrap();
+}
+
+fn tables(lake: &Path) -> Vec<(&'static str, Vec<String>)> {
+    ["files", "file_rules", "matches", "stats_changes"]
+        .into_iter()
+        .map(|t| (t, rows(lake, t, &[])))
+        .collect()
+}
+
+#[test]
+fn an_unchanged_tree_adds_no_rows_and_keeps_the_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, lake) = (tmp.path().join("tree"), tmp.path().join("lake"));
+    tree_one(&tree);
+    let args = ["replay", s(&tree), "--out", s(&lake)];
+    run_ok(&args);
+    let (before, stats) = (tables(&lake), stats_current(&lake));
+    let out = run_ok(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 upserts, 0 deletes, 8 unchanged"), "{text}");
+    assert!(text.contains("continued from the lake's committed state: 8 tracked paths"));
+    assert_eq!(tables(&lake), before, "a second replay wrote rows");
+    assert_eq!(stats_current(&lake), stats);
+}
+
+#[test]
+fn runs_one_after_another_equal_one_run_of_all_snapshots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one/tree"), tmp.path().join("two/tree"));
+    tree_one(&one);
+    tree_two(&two);
+    let (together, apart) = (tmp.path().join("together"), tmp.path().join("apart"));
+    run_ok(&["replay", s(&one), s(&two), "--out", s(&together)]);
+    run_ok(&["replay", s(&one), "--out", s(&apart)]);
+    let out = run_ok(&["replay", s(&two), "--out", s(&apart)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("epochs 2..=2"), "{text}");
+    // Epochs included: the second run continues the epochs of the first.
+    assert_eq!(tables(&apart), tables(&together));
+    assert_eq!(stats_current(&apart), stats_current(&together));
+    assert_eq!(stats_changes_sum(&apart), stats_current(&apart));
+    assert_eq!(history_problems(&apart), Vec::<String>::new());
+}
+
+#[test]
+fn a_restarted_watch_writes_what_changed_while_it_was_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("watched"), tmp.path().join("lake"));
+    tree_one(&dir);
+    let first = Watching::start(&dir, &lake);
+    write(&dir, "while-watching.txt", "TODO seen live\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    first.stop();
+    let before = rows(&lake, "files", &[]);
+    // Down: an edit, a delete, an addition, a rename, and untouched files.
+    write(
+        &dir,
+        "src/main.rs",
+        "fn main() { /* changed while down */ }\n",
+    );
+    std::fs::remove_file(dir.join("docs/LICENSE")).unwrap();
+    write(&dir, "added-while-down.md", "FIXME\n");
+    std::fs::rename(dir.join("src/lib.rs"), dir.join("src/renamed.rs")).unwrap();
+    let second = Watching::start(&dir, &lake);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let summary = second.stop();
+    assert!(
+        summary.contains("9 tracked paths restored"),
+        "restored count: {summary}"
+    );
+    let after = rows(&lake, "files", &[]);
+    let new: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
+    let ops: Vec<String> = new
+        .iter()
+        .map(|r| {
+            let field = |n: &str| {
+                r.split(' ')
+                    .find_map(|kv| kv.strip_prefix(&format!("{n}=")))
+                    .unwrap()
+                    .to_string()
+            };
+            format!("{} {}", field("op"), field("path"))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "\"delete\" \"docs/LICENSE\"",
+            "\"delete\" \"src/lib.rs\"",
+            "\"upsert\" \"added-while-down.md\"",
+            "\"upsert\" \"src/main.rs\"",
+            "\"upsert\" \"src/renamed.rs\"",
+        ],
+        "only the changes made while down are new rows"
+    );
+    assert_eq!(history_problems(&lake), Vec::<String>::new());
+    assert_eq!(stats_changes_sum(&lake), stats_current(&lake));
+    assert_same_as_replay(&dir, "watched", &lake, tmp.path());
+}
+
+#[test]
+fn a_lake_in_use_or_of_another_pipeline_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, lake) = (tmp.path().join("tree"), tmp.path().join("lake"));
+    tree_one(&tree);
+    let watching = Watching::start(&tree, &lake);
+    let out = run(&["replay", s(&tree), "--out", s(&lake)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is in use by another exoflow process (pid "),
+        "{err}"
+    );
+    watching.stop();
+    let pipeline = tmp.path().join("other.json");
+    std::fs::write(&pipeline, r#"{"rules": [{"id": "x", "pattern": "x"}]}"#).unwrap();
+    let out = run(&[
+        "replay",
+        s(&tree),
+        "--out",
+        s(&lake),
+        "--pipeline",
+        s(&pipeline),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds results of another pipeline"), "{err}");
+}
+
+/// Many files with many matches, so that the `matches` part outgrows a small file size limit.
+fn big_tree(root: &Path, files: usize) {
+    for i in 0..files {
+        let body: String = (0..40)
+            .map(|j| format!("line {j} of {i}: TODO {:x} FIXME\n", i * 7919 + j * 104729))
+            .collect();
+        write(root, &format!("d{}/f{i}.txt", i % 17), body);
+    }
+}
+
+#[test]
+fn a_lake_that_cannot_be_written_stops_the_run_and_a_later_run_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one/tree"), tmp.path().join("two/tree"));
+    tree_one(&one);
+    tree_one(&two);
+    big_tree(&two, 1500);
+    let (lake, clean) = (tmp.path().join("lake"), tmp.path().join("clean"));
+    run_ok(&["replay", s(&one), "--out", s(&lake)]);
+    let committed = tables(&lake);
+    // A file size limit (as a full disk would) part way through the second run's writes.
+    let out = exoflow()
+        .args(["replay", s(&two), "--out", s(&lake)])
+        .env("RUST_LOG", "error")
+        .process_group(0)
+        .with_file_size_limit(64 * 1024)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(s(&lake)) && err.contains("File too large"),
+        "the error names the path and the cause: {err}"
+    );
+    // Nothing of the failed run is visible once the lake is opened again; a later run
+    // continues from the last commit.
+    let out = run_ok(&["replay", s(&two), "--out", s(&lake)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("continued from the lake's committed state: 8 tracked paths"),
+        "{text}"
+    );
+    run_ok(&["replay", s(&one), "--out", s(&clean)]);
+    assert_eq!(tables(&clean), committed);
+    run_ok(&["replay", s(&two), "--out", s(&clean)]);
+    assert_eq!(tables(&lake), tables(&clean));
+    assert_eq!(stats_current(&lake), stats_current(&clean));
+    assert_eq!(history_problems(&lake), Vec::<String>::new());
+}
+
+trait FileSizeLimit {
+    fn with_file_size_limit(&mut self, bytes: u64) -> &mut Self;
+}
+
+impl FileSizeLimit for std::process::Command {
+    /// RLIMIT_FSIZE for the child, with SIGXFSZ ignored so that a write past it fails with EFBIG
+    /// instead of killing the process.
+    fn with_file_size_limit(&mut self, bytes: u64) -> &mut Self {
+        unsafe {
+            self.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            })
+        }
+    }
+}
