@@ -2,11 +2,9 @@
 //! real directory while it is watched, then a graceful stop; the lake's current versions and
 //! `stats_current` must equal those of a replay of what is left.
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::util::*;
 
