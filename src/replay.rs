@@ -69,8 +69,9 @@ pub struct ReplaySummary {
     pub rule_ids: Vec<String>,
     /// A source failure part way (a corrupt archive): rows before it were written.
     pub source_error: Option<SourceError>,
-    /// Paths restored from the lake's committed state.
+    /// Paths restored from the lake's committed state, and the rows read for them.
     pub restored_paths: usize,
+    pub restored_rows: u64,
     /// Snapshots an earlier, interrupted run of the same replay had committed, and this one
     /// skipped.
     pub resumed_after: usize,
@@ -119,7 +120,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .unwrap_or_else(|| default_source_name(first_path));
     let (lake, restored) =
         open_for_run(&options.lake, &options.pipeline).map_err(ReplayError::Lake)?;
-    let restored_paths = restored.versions.len();
+    let (restored_paths, restored_rows) = (restored.versions.len(), restored.rows_read);
     let given: Vec<String> = options
         .paths
         .iter()
@@ -208,6 +209,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         rule_ids,
         source_error: source_result.err(),
         restored_paths,
+        restored_rows,
         resumed_after,
         snapshots,
     })
@@ -257,8 +259,8 @@ impl fmt::Display for ReplaySummary {
         if self.restored_paths > 0 {
             writeln!(
                 f,
-                "continued from the lake's committed state: {} tracked paths",
-                self.restored_paths
+                "continued from the lake's committed state: {} tracked paths ({} rows read)",
+                self.restored_paths, self.restored_rows
             )?;
         }
         writeln!(

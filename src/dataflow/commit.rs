@@ -109,24 +109,29 @@ impl Committer {
             return Ok(());
         };
         match self.clock.commit_at_or_before(complete) {
-            Some(epoch) if epoch > self.committed => self.commit(epoch, false),
+            Some(epoch) if epoch > self.committed => self.commit(epoch),
             _ => Ok(()),
         }
     }
 
-    /// The input is exhausted and every epoch complete: commits at the run's last epoch, waiting
-    /// for a checkpoint being written.
+    /// The input is exhausted and every epoch complete: commits at the run's last epoch, and
+    /// records a checkpoint still being written once it is durable.
     pub fn finish_run(&mut self) -> Result<(), SinkError> {
         let last = self.clock.last().max(self.committed);
-        if last > self.committed || self.job.is_some() {
-            self.commit(last, true)?;
+        if last > self.committed {
+            self.commit(last)?;
+        }
+        if self.job.is_some() {
+            let checkpoint = self.finished_checkpoint(true)?;
+            self.lake
+                .commit(self.committed, "checkpoint", checkpoint, None)?;
         }
         Ok(())
     }
 
-    fn commit(&mut self, epoch: u64, last: bool) -> Result<(), SinkError> {
+    fn commit(&mut self, epoch: u64) -> Result<(), SinkError> {
         self.stats.close_part()?;
-        let checkpoint = self.finished_checkpoint(last)?;
+        let checkpoint = self.finished_checkpoint(false)?;
         let replay = self.replay.as_ref().map(|r| ReplayProgress {
             source: r.source.clone(),
             inputs: r.inputs.clone(),
@@ -135,9 +140,7 @@ impl Committer {
         self.lake.commit(epoch, "epoch", checkpoint, replay)?;
         self.committed = epoch;
         self.stats.write_current(epoch)?;
-        if !last {
-            self.maybe_start_checkpoint(epoch);
-        }
+        self.maybe_start_checkpoint(epoch);
         Ok(())
     }
 

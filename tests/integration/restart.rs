@@ -243,3 +243,42 @@ impl FileSizeLimit for std::process::Command {
         }
     }
 }
+
+/// The directories under `_exoflow/` that hold a checkpoint.
+fn checkpoints(lake: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(lake.join("_exoflow"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_restart_reads_the_checkpoint_and_the_rows_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one/tree"), tmp.path().join("two/tree"));
+    tree_one(&one);
+    tree_two(&two);
+    let (plain, checkpointed) = (tmp.path().join("plain"), tmp.path().join("checkpointed"));
+    let every = ["--checkpoint-rows", "1"];
+    for tree in [&one, &two, &one] {
+        run_ok(&["replay", s(tree), "--out", s(&plain)]);
+        run_ok(&[&["replay", s(tree), "--out", s(&checkpointed)][..], &every].concat());
+        // One checkpoint, the newest, after each run.
+        assert_eq!(checkpoints(&checkpointed).len(), 1);
+    }
+    assert_eq!(checkpoints(&plain), Vec::<String>::new());
+    assert_eq!(tables(&checkpointed), tables(&plain));
+    assert_eq!(stats_current(&checkpointed), stats_current(&plain));
+    // Restored from the checkpoint (8 rows: the current versions), not from the 8 + 5 + 5
+    // rows of the history.
+    let out = run_ok(&[&["replay", s(&one), "--out", s(&checkpointed)][..], &every].concat());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("8 tracked paths (8 rows read)"), "{text}");
+    assert!(text.contains("0 upserts, 0 deletes"), "{text}");
+    let out = run_ok(&["replay", s(&one), "--out", s(&plain)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("8 tracked paths (18 rows read)"), "{text}");
+}
