@@ -282,3 +282,52 @@ fn a_restart_reads_the_checkpoint_and_the_rows_after_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("8 tracked paths (18 rows read)"), "{text}");
 }
+
+/// `dir` as a .tar.gz at `archive`.
+fn tar_gz(dir: &Path, archive: &Path) {
+    use std::io::Write;
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&out.stdout).unwrap();
+    std::fs::write(archive, gz.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn an_interrupted_replay_of_snapshots_resumes_after_the_last_committed_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two, three) = (
+        tmp.path().join("one/tree"),
+        tmp.path().join("two/tree"),
+        tmp.path().join("three/tree"),
+    );
+    tree_one(&one);
+    tree_two(&two);
+    tree_one(&three);
+    big_tree(&three, 300);
+    let archive = tmp.path().join("three.tar.gz");
+    tar_gz(&three, &archive);
+    let whole = std::fs::read(&archive).unwrap();
+    // The third snapshot breaks off part way: the first two are committed, and the rows read
+    // from the third before the error.
+    std::fs::write(&archive, &whole[..whole.len() / 2]).unwrap();
+    let (lake, reference) = (tmp.path().join("lake"), tmp.path().join("reference"));
+    let args = ["replay", s(&one), s(&two), s(&archive), "--source", "tree"];
+    let out = run(&[&args[..], &["--out", s(&lake)]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::write(&archive, &whole).unwrap();
+    let out = run_ok(&[&args[..], &["--out", s(&lake)]].concat());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("resumed after snapshot 2"), "{text}");
+    assert!(text.contains("replayed 1 snapshot of 'tree'"), "{text}");
+    run_ok(&[&args[..], &["--out", s(&reference)]].concat());
+    assert_eq!(current_versions(&lake), current_versions(&reference));
+    assert_eq!(stats_current(&lake), stats_current(&reference));
+    assert_eq!(stats_changes_sum(&lake), stats_current(&lake));
+    assert_eq!(history_problems(&lake), Vec::<String>::new());
+}
