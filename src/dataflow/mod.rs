@@ -184,18 +184,21 @@ fn run_worker(
         .expect("restored lock")
         .take()
         .unwrap_or_default();
-    let known: Vec<KnownPath> = restored
-        .iter()
-        .map(|v| KnownPath {
-            id: path_id(&v.source, &v.path),
-            key: (v.source.clone(), v.path.clone()),
-            identity: Identity::of(v),
-        })
-        .collect();
-    let restored: Vec<(u128, Tracked)> = restored
-        .iter()
-        .filter_map(|v| Some((path_id(&v.source, &v.path), Tracked::of(v, plan.dir_depth)?)))
-        .collect();
+    // The restored versions, consumed: reconcile keeps their identities, the arrangement their
+    // statistics' view.
+    let mut known = Vec::with_capacity(restored.len());
+    let mut tracked = Vec::with_capacity(restored.len());
+    for version in restored {
+        let id = path_id(&version.source, &version.path);
+        if let Some(t) = Tracked::of(&version, plan.dir_depth) {
+            tracked.push((id, t));
+        }
+        known.push(KnownPath {
+            id,
+            identity: Identity::of(&version),
+            key: (version.source, version.path),
+        });
+    }
     let mut input = InputHandleVec::<u64, FileEvent>::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
@@ -208,7 +211,7 @@ fn run_worker(
                 writer: writer.clone(),
                 failure: failure.clone(),
                 shared: shared.clone(),
-                restored,
+                restored: tracked,
             },
         );
         let current = arrange_from_upsert::<

@@ -21,6 +21,7 @@ use super::commit::{LOG_DIR, Lake, LakeError, part_epochs, parts, sync_dir};
 use super::parquet::replace_file;
 use super::{SinkError, tables};
 use crate::pipeline::{Pipeline, RuleSet};
+use crate::source::path_id;
 use crate::version::{Features, FileVersion, Language, SkipReason};
 
 /// The current versions of a committed lake.
@@ -85,43 +86,38 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
         })
     };
     sources.extend(tail("files"));
-    let mut current: HashMap<(String, Vec<u8>), FileVersion> = HashMap::new();
+    let mut current: HashMap<u128, FileVersion> = HashMap::new();
     let mut rows_read = 0u64;
     for path in &sources {
+        let from_checkpoint = path_is_checkpoint(path);
         for batch in read(path)? {
             rows_read += batch.num_rows() as u64;
             for version in versions_of(&batch, path)? {
-                if version.epoch <= range.through
-                    && (range.checkpoint.is_none()
-                        || version.epoch > after
-                        || path_is_checkpoint(path))
-                {
-                    let key = (version.source.clone(), version.path.clone());
-                    match current.get(&key) {
-                        Some(known) if known.epoch > version.epoch => {}
-                        _ => {
-                            current.insert(key, version);
-                        }
+                if version.epoch > range.through || (!from_checkpoint && version.epoch <= after) {
+                    continue;
+                }
+                let id = path_id(&version.source, &version.path);
+                match current.get(&id) {
+                    Some(known) if known.epoch > version.epoch => {}
+                    _ => {
+                        current.insert(id, version);
                     }
                 }
             }
         }
     }
     current.retain(|_, v| !v.deleted);
-    // Rule counts: the rows of each current version's epoch.
+    // Rule counts: the rows of each current version's epoch. `file_rules` names paths in lossy
+    // UTF-8, which is the exact name for every path but those that are not UTF-8.
     let mut rule_sources: Vec<PathBuf> = Vec::new();
     if let Some(c) = range.checkpoint {
         rule_sources.push(checkpoint_dir(root, c).join("file_rules.parquet"));
     }
     rule_sources.extend(tail("file_rules"));
-    let lossy: HashMap<(String, String), (String, Vec<u8>)> = current
-        .keys()
-        .map(|(s, p)| {
-            (
-                (s.clone(), String::from_utf8_lossy(p).into_owned()),
-                (s.clone(), p.clone()),
-            )
-        })
+    let lossy: HashMap<u128, u128> = current
+        .iter()
+        .filter(|(_, v)| std::str::from_utf8(&v.path).is_err())
+        .map(|(id, v)| (path_id(&v.source, v.path_lossy().as_bytes()), *id))
         .collect();
     let ids: HashMap<&str, u32> = (0..rules.len() as u32).map(|i| (rules.id(i), i)).collect();
     for path in &rule_sources {
@@ -132,11 +128,9 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
             let rule = column(&batch, "rule", path)?.as_string::<i32>();
             let count = column(&batch, "count", path)?.as_primitive::<UInt64Type>();
             for row in 0..batch.num_rows() {
-                let key = (source.value(row).to_string(), file.value(row).to_string());
-                let Some(exact) = lossy.get(&key) else {
-                    continue;
-                };
-                let Some(version) = current.get_mut(exact) else {
+                let id = path_id(source.value(row), file.value(row).as_bytes());
+                let id = lossy.get(&id).copied().unwrap_or(id);
+                let Some(version) = current.get_mut(&id) else {
                     continue;
                 };
                 if version.epoch != epoch.value(row) {
