@@ -33,8 +33,6 @@ struct Log {
     commits: Vec<u64>,
     /// Ended snapshots, by increasing `last`.
     snapshots: Vec<Snapshot>,
-    /// When the open epoch opened.
-    opened: Option<Instant>,
 }
 
 /// The open epoch, what is sealed, and what was requested of each sealed epoch.
@@ -46,6 +44,9 @@ pub struct EpochClock {
     last_stamped: AtomicU64,
     /// Epochs opened longer ago than this are sealed (with a commit) by the next send.
     roll_after: Option<Duration>,
+    /// When the open epoch opened, in microseconds after `start`: read on every send, so an atomic.
+    opened_us: AtomicU64,
+    start: Instant,
     log: Mutex<Log>,
 }
 
@@ -59,10 +60,9 @@ impl EpochClock {
             sealed: AtomicU64::new(first - 1),
             last_stamped: AtomicU64::new(0),
             roll_after,
-            log: Mutex::new(Log {
-                opened: Some(Instant::now()),
-                ..Log::default()
-            }),
+            opened_us: AtomicU64::new(0),
+            start: Instant::now(),
+            log: Mutex::new(Log::default()),
         }
     }
 
@@ -103,8 +103,8 @@ impl EpochClock {
         let Some(after) = self.roll_after else {
             return false;
         };
-        let log = self.log.lock().expect("clock lock");
-        log.opened.is_some_and(|at| at.elapsed() >= after)
+        let opened = Duration::from_micros(self.opened_us.load(Ordering::Acquire));
+        self.start.elapsed() >= opened + after
     }
 
     /// Seals the open epoch with a commit if it is (still) due.
@@ -136,8 +136,9 @@ impl EpochClock {
                     last: epoch,
                 });
             }
-            log.opened = Some(Instant::now());
         }
+        let now = self.start.elapsed().as_micros() as u64;
+        self.opened_us.store(now, Ordering::Release);
         // Published after the log, so that whoever sees the epoch sealed sees what it requested.
         self.sealed.store(epoch, Ordering::Release);
         *open = epoch + 1;

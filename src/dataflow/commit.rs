@@ -34,7 +34,15 @@ pub struct CheckpointPolicy {
     pub min_rows: u64,
     /// Rows after the last checkpoint that the restore read.
     pub rows_before: u64,
+    /// `files` part files after the last checkpoint that the restore read.
+    pub parts_before: u64,
+    /// Part files each commit with rows adds to `files` (one per worker at most).
+    pub parts_per_commit: u64,
 }
+
+/// A checkpoint is also written once this many `files` parts were committed after the last one,
+/// so that a restart opens a bounded number of files however small the commits.
+pub const MAX_PARTS_AFTER_CHECKPOINT: u64 = 256;
 
 /// A checkpoint being written.
 struct Job {
@@ -56,6 +64,9 @@ pub struct Committer {
     job: Option<Job>,
     /// `files` rows the lake writers had written when the last checkpoint was started.
     rows_at_checkpoint: u64,
+    /// ... and at the last commit; commits with rows since the last checkpoint.
+    rows_at_commit: u64,
+    commits_with_rows: u64,
     rows_written: Arc<dyn Fn() -> u64>,
 }
 
@@ -84,6 +95,8 @@ impl Committer {
             policy,
             job: None,
             rows_at_checkpoint: 0,
+            rows_at_commit: 0,
+            commits_with_rows: 0,
             rows_written,
         }
     }
@@ -165,12 +178,23 @@ impl Committer {
             return;
         }
         let written = (self.rows_written)();
-        let since = self.policy.rows_before + written - self.rows_at_checkpoint;
-        if since < self.policy.min_rows.max(self.stats.tracked_paths()) {
+        if written > self.rows_at_commit {
+            self.commits_with_rows += 1;
+            self.rows_at_commit = written;
+        }
+        let rows = self.policy.rows_before + written - self.rows_at_checkpoint;
+        let parts =
+            self.policy.parts_before + self.commits_with_rows * self.policy.parts_per_commit;
+        let many_rows = rows >= self.policy.min_rows.max(self.stats.tracked_paths());
+        let many_parts = parts >= MAX_PARTS_AFTER_CHECKPOINT && rows > 0;
+        if !(many_rows || many_parts) {
             return;
         }
         self.policy.rows_before = 0;
+        self.policy.parts_before = 0;
+        self.commits_with_rows = 0;
         self.rows_at_checkpoint = written;
+        let since = rows;
         let root = self.lake.root().to_path_buf();
         let range = StateRange {
             checkpoint: self.checkpoint,

@@ -104,7 +104,7 @@ pub enum GraphError {
 /// merged report of the lake writers.
 pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkReport, GraphError> {
     let workers = plan.workers.max(1);
-    let restored_rows = plan.restored.rows_read;
+    let (restored_rows, restored_parts) = (plan.restored.rows_read, plan.restored.parts_read);
     let mut shares: Vec<Vec<FileVersion>> = (0..workers).map(|_| Vec::new()).collect();
     for version in std::mem::take(&mut plan.restored.versions) {
         shares[(route(&version.source, &version.path) % workers as u64) as usize].push(version);
@@ -115,6 +115,7 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
         in_flight: AtomicUsize::new(0),
         restored: shares.into_iter().map(|s| Mutex::new(Some(s))).collect(),
         restored_rows,
+        restored_parts,
         rows_written: AtomicU64::new(0),
     });
     let config = timely::Config::process(workers);
@@ -148,6 +149,7 @@ struct Shared {
     /// Each worker's share of the restored versions, taken when its graph is built.
     restored: Vec<Mutex<Option<Vec<FileVersion>>>>,
     restored_rows: u64,
+    restored_parts: u64,
     /// `files` rows written by all workers in this run.
     rows_written: AtomicU64,
 }
@@ -172,6 +174,8 @@ fn run_worker(
         CheckpointPolicy {
             min_rows: plan.checkpoint_rows,
             rows_before: shared.restored_rows,
+            parts_before: shared.restored_parts,
+            parts_per_commit: plan.workers.max(1) as u64,
         },
         Arc::new({
             let shared = shared.clone();

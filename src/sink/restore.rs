@@ -29,8 +29,9 @@ use crate::version::{Features, FileVersion, Language, SkipReason};
 pub struct LakeState {
     /// Current (not deleted) versions, without matches.
     pub versions: Vec<FileVersion>,
-    /// `files` rows read to build it: what a restart costs.
+    /// `files` rows and `files` part files read to build it: what a restart costs.
     pub rows_read: u64,
+    pub parts_read: u64,
 }
 
 /// Where the committed state starts and ends.
@@ -62,6 +63,7 @@ pub fn open_for_run(root: &Path, pipeline: &Pipeline) -> Result<(Arc<Lake>, Lake
             checkpoint = ?range.checkpoint,
             paths = state.versions.len(),
             rows = state.rows_read,
+            parts = state.parts_read,
             seconds = started.elapsed().as_secs_f64(),
             "restored the committed state"
         );
@@ -149,9 +151,11 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
         v.rule_counts.dedup();
     }
     versions.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
+    let parts_read = sources.len() as u64 - u64::from(range.checkpoint.is_some());
     Ok(LakeState {
         versions,
         rows_read,
+        parts_read,
     })
 }
 
