@@ -29,8 +29,8 @@ pub struct ReplayPlan {
 /// When to checkpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointPolicy {
-    /// Committed `files` rows after the last checkpoint that trigger the next one (at least as
-    /// many as there are tracked paths, so that checkpoints cost O(1) per row).
+    /// Committed `files` rows after the last checkpoint that trigger the next one (at least twice
+    /// as many as there are tracked paths, so that checkpoints cost O(1) per row).
     pub min_rows: u64,
     /// Rows after the last checkpoint that the restore read.
     pub rows_before: u64,
@@ -185,7 +185,9 @@ impl Committer {
         let rows = self.policy.rows_before + written - self.rows_at_checkpoint;
         let parts =
             self.policy.parts_before + self.commits_with_rows * self.policy.parts_per_commit;
-        let many_rows = rows >= self.policy.min_rows.max(self.stats.tracked_paths());
+        // Twice the tracked paths: a checkpoint then at least halves what a restart reads, and
+        // costs O(1) per committed row. (After a first replay, the rows are the state already.)
+        let many_rows = rows >= self.policy.min_rows.max(2 * self.stats.tracked_paths());
         let many_parts = parts >= MAX_PARTS_AFTER_CHECKPOINT && rows > 0;
         if !(many_rows || many_parts) {
             return;
