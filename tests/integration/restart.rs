@@ -331,3 +331,29 @@ fn an_interrupted_replay_of_snapshots_resumes_after_the_last_committed_one() {
     assert_eq!(stats_changes_sum(&lake), stats_current(&lake));
     assert_eq!(history_problems(&lake), Vec::<String>::new());
 }
+
+#[test]
+fn an_idle_watch_commits_what_it_wrote_before_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("watched"), tmp.path().join("lake"));
+    tree_one(&dir);
+    let mut watching = Watching::start(&dir, &lake);
+    write(&dir, "late.txt", "TODO written while watching\n");
+    // Past the 300 ms commit interval, with nothing happening after the write.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    watching.kill();
+    let committed = rows(&lake, "files", &[]);
+    assert!(
+        committed.iter().any(|r| r.contains("path=\"late.txt\"")),
+        "the write was committed before the kill: {committed:#?}"
+    );
+    let again = Watching::start(&dir, &lake);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    again.stop();
+    assert_eq!(
+        rows(&lake, "files", &[]),
+        committed,
+        "nothing was lost or redone"
+    );
+    assert_same_as_replay(&dir, "watched", &lake, tmp.path());
+}

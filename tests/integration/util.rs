@@ -228,6 +228,12 @@ impl Watching {
         Watching { child }
     }
 
+    /// SIGKILL: no drain, no final commit.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// SIGTERM, then the summary it printed.
     pub fn stop(mut self) -> String {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
