@@ -68,6 +68,8 @@ pub struct Committer {
     rows_at_commit: u64,
     commits_with_rows: u64,
     rows_written: Arc<dyn Fn() -> u64>,
+    /// The restored state was written to `stats_current.parquet`.
+    restored: bool,
 }
 
 impl Committer {
@@ -98,6 +100,7 @@ impl Committer {
             rows_at_commit: 0,
             commits_with_rows: 0,
             rows_written,
+            restored: false,
         }
     }
 
@@ -114,6 +117,16 @@ impl Committer {
     /// already in the lake.
     pub fn apply(&mut self, epoch: u64, changes: FxHashMap<StatKey, i64>) -> Result<(), SinkError> {
         self.stats.apply(epoch, changes, epoch > 0)
+    }
+
+    /// The restored state is in the live statistics: `stats_current.parquet` is rewritten from it
+    /// once, as a crash between a commit record and that file's replacement can leave it behind.
+    pub fn restored(&mut self) -> Result<(), SinkError> {
+        if !self.restored && self.committed > 0 {
+            self.stats.write_current(self.committed)?;
+        }
+        self.restored = true;
+        Ok(())
     }
 
     /// Commits at the highest requested epoch that is at most `complete`, if that is new.

@@ -510,6 +510,9 @@ fn write_stats<'scope>(
                     if shared.abort.load(Ordering::Acquire) || !committer.is_coordinator() {
                         return Ok(());
                     }
+                    if complete.is_some() {
+                        committer.restored()?;
+                    }
                     match first {
                         Some(_) => committer.commit_through(complete),
                         None => committer.finish_run(),

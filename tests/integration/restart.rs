@@ -357,3 +357,22 @@ fn an_idle_watch_commits_what_it_wrote_before_a_crash() {
     );
     assert_same_as_replay(&dir, "watched", &lake, tmp.path());
 }
+
+#[test]
+fn a_run_rewrites_a_stats_current_left_behind_by_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, dir) = (tmp.path().join("one/tree"), tmp.path().join("watched"));
+    tree_one(&one);
+    tree_two(&dir);
+    let lake = tmp.path().join("lake");
+    run_ok(&["replay", s(&one), "--out", s(&lake), "--source", "watched"]);
+    let old = std::fs::read(lake.join("stats_current.parquet")).unwrap();
+    run_ok(&["replay", s(&dir), "--out", s(&lake), "--source", "watched"]);
+    let current = stats_current(&lake);
+    // As if the second run had died between its commit record and replacing the file.
+    std::fs::write(lake.join("stats_current.parquet"), old).unwrap();
+    assert_ne!(stats_current(&lake), current);
+    // A watch that finds nothing to change commits nothing, but rewrites the file.
+    Watching::start(&dir, &lake).stop();
+    assert_eq!(stats_current(&lake), current);
+}
