@@ -18,8 +18,12 @@
 //! - [`kernels`] computes features over whole batches; the CPU backend is the reference.
 //! - [`dataflow`] is the timely graph; [`dataflow::stats`] holds the statistics, each a function
 //!   from the collection of current versions to a collection of statistic updates.
+//! - [`epochs`] is the clock a source and the graph share: the open epoch, what is sealed, where
+//!   to commit, which snapshots ended.
 //! - [`sink`] writes the lake; [`sink::schema`] loads `schemas/*.json`, the single source of
-//!   truth for every table.
+//!   truth for every table; [`sink::commit`] is the commit protocol and [`sink::restore`] reads the
+//!   committed state back for a restarted run; [`dataflow::commit`] commits once every worker is
+//!   through an epoch.
 //!
 //! # Invariants
 //!
@@ -30,6 +34,9 @@
 //! - **Secrets are not copied**: a `secret` rule's matched text never reaches the lake or logs.
 //! - **Readers never see a half-written Parquet file**: parts are renamed into place when complete.
 //! - **Same rows whatever the route**: directory or archive, 1 or N workers.
+//! - **Exactly once**: a commit record under `_exoflow/` covers every part file up to its epoch;
+//!   anything past it is removed when the lake is next opened, and a run continues from the
+//!   committed state, so a crash at any point loses nothing and writes nothing twice.
 //! - **Statistics are never hand-retracted**: they derive from the upsert arrangement of current
 //!   versions, so a changed or deleted file's old contribution is retracted by differential.
 
