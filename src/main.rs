@@ -32,6 +32,32 @@ enum Command {
     Watch(WatchArgs),
     /// Print the current statistics of a lake.
     Stats(StatsArgs),
+    /// Merge small part files of a lake's tables into larger ones, atomically.
+    ///
+    /// Per table, the parts below --min-size are merged in epoch order into parts of about
+    /// --target-size. Each table directory is replaced in one atomic swap, so a reader listing
+    /// LAKE/<table>/*.parquet sees the old parts or the new ones, never both; a query that listed
+    /// the old parts just before the swap can fail with a missing file, and succeeds when run
+    /// again. A compaction killed at any moment leaves every table whole; the next exoflow command
+    /// on the lake removes what it left. Takes the lake's lock: no replay or watch may write it
+    /// meanwhile.
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompactArgs {
+    /// The lake directory.
+    #[arg(value_name = "LAKE")]
+    lake: PathBuf,
+    /// Only this table (repeatable) [default: all of them].
+    #[arg(long, value_name = "TABLE", value_parser = clap::builder::PossibleValuesParser::new(exoflow::sink::commit::PART_TABLES))]
+    table: Vec<String>,
+    /// A merged part holds about this much: bytes, or with a unit (KiB, MiB, GiB; kB, MB, GB).
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = exoflow::sink::compact::parse_size)]
+    target_size: u64,
+    /// Parts at least this large are left as they are.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = exoflow::sink::compact::parse_size)]
+    min_size: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,6 +170,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args),
         Command::Watch(args) => run_watch(args),
         Command::Stats(args) => run_stats(args),
+        Command::Compact(args) => run_compact(args),
     }
 }
 
@@ -212,6 +239,24 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         }
         Err(e @ exoflow::watch::WatchError::Lake(_)) => fail(&anyhow::Error::new(e), 2),
         Err(e) => fail(&anyhow::Error::new(e), 1),
+    }
+}
+
+fn run_compact(args: CompactArgs) -> ExitCode {
+    let options = exoflow::sink::compact::CompactOptions {
+        tables: args.table,
+        min_bytes: args.min_size,
+        target_bytes: args.target_size,
+    };
+    match exoflow::sink::compact::compact(&args.lake, &options) {
+        Ok(report) => {
+            print(report.to_string().trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = if e.is_usage() { 2 } else { 1 };
+            fail(&anyhow::Error::new(e), code)
+        }
     }
 }
 

@@ -215,22 +215,6 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     })
 }
 
-/// Bytes in the largest decimal unit that keeps a digit before the point.
-fn human_bytes(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
-}
-
 impl fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.report;
@@ -243,7 +227,7 @@ impl fmt::Display for ReplaySummary {
             if snapshots == 1 { "" } else { "s" },
             self.source,
             self.observed_files,
-            human_bytes(self.observed_bytes),
+            crate::progress::human_bytes(self.observed_bytes),
             secs,
             self.observed_files as f64 / secs,
             self.observed_bytes as f64 / 1e6 / secs,

@@ -1,6 +1,7 @@
 //! The lake: FileVersions -> Parquet part files, one writer per worker and table.
 
 pub mod commit;
+pub mod compact;
 pub mod parquet;
 pub mod restore;
 pub mod schema;

@@ -22,7 +22,9 @@ pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 /// The writer buffers a whole row group in memory; this bounds it.
 pub const DEFAULT_ROW_GROUP_BYTES: usize = 32 << 20;
 
-fn writer_properties() -> WriterProperties {
+/// How every Parquet file of the lake is written: zstd level 3, page statistics, bounded row
+/// groups.
+pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),

@@ -1,5 +1,6 @@
 //! The integration tests, one binary: replay into a lake and check it with independent oracles.
 
+mod compact;
 mod crash;
 mod replay;
 mod restart;
