@@ -254,11 +254,19 @@ def watch_part(args, rng):
     mutator.stop.set()
     mutator.join()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # SIGTERM only once it stops the watch gracefully: the banner follows the signal handlers.
+    seen = b""
+    while b"watching;" not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            sys.exit(f"the last watch ended before watching: {seen.decode(errors='replace')}")
+        seen += line
     time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     if proc.returncode != 0:
-        sys.exit(f"the last watch failed with {proc.returncode}: {err.decode(errors='replace')}")
+        err = (seen + err).decode(errors="replace")
+        sys.exit(f"the last watch failed with {proc.returncode}: {err}")
     reference = os.path.join(args.work, "watch-reference")
     run([args.exoflow, "replay", watched, "--out", reference, "--source", "watched"])
     print(f"watch: {mutator.actions} actions while {args.watch_kills} watchers were killed")
