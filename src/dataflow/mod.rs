@@ -32,7 +32,7 @@ use timely::dataflow::{InputHandleVec, ProbeHandle, Stream, StreamVec};
 
 use self::commit::{CheckpointPolicy, Committer, ReplayPlan};
 use self::reconcile::{Identity, KnownPath, reconcile};
-use self::stats::{StatKey, Tracked, all_stats};
+use self::stats::{DirKeys, StatKey, Tracked, all_stats};
 use crate::batch::Batcher;
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
@@ -190,11 +190,12 @@ fn run_worker(
         .unwrap_or_default();
     // The restored versions, consumed: reconcile keeps their identities, the arrangement their
     // statistics' view.
+    let mut dirs = DirKeys::new(plan.dir_depth);
     let mut known = Vec::with_capacity(restored.len());
     let mut tracked = Vec::with_capacity(restored.len());
     for version in restored {
         let id = path_id(&version.source, &version.path);
-        if let Some(t) = Tracked::of(&version, plan.dir_depth) {
+        if let Some(t) = Tracked::of(&version, &mut dirs) {
             tracked.push((id, t));
         }
         known.push(KnownPath {
@@ -390,7 +391,7 @@ fn write_lake<'scope>(
                 shared,
                 restored,
             } = sink;
-            let dir_depth = shared.plan.dir_depth;
+            let mut dirs = DirKeys::new(shared.plan.dir_depth);
             let clock = shared.plan.clock.clone();
             let mut restored = Some(restored);
             let mut capability = Some(capability);
@@ -419,7 +420,7 @@ fn write_lake<'scope>(
                     let mut session = output.session(&time);
                     for v in data.drain(..) {
                         let id = path_id(&v.source, &v.path);
-                        session.give((id, Tracked::of(&v, dir_depth), at));
+                        session.give((id, Tracked::of(&v, &mut dirs), at));
                         if failure.borrow().is_none() {
                             shared.rows_written.fetch_add(1, Ordering::Relaxed);
                             if let Err(error) = writer.push(v) {

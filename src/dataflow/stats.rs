@@ -3,6 +3,7 @@
 //! statistic's value. A modified file's old contribution is retracted by differential itself.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
@@ -25,15 +26,16 @@ pub struct Tracked {
     pub lines: u64,
     pub language: Option<Language>,
     pub hash: [u8; 16],
-    /// The `rule_dir` key: the leading directories of the path.
-    pub dir: String,
+    /// The `rule_dir` key: the leading directories of the path, shared by the versions in one
+    /// directory (see [`DirKeys`]), so that the arrangement copies a pointer, not a string.
+    pub dir: Arc<str>,
     /// (rule, count) for rules with a non-zero count.
     pub rules: Vec<(u32, u64)>,
 }
 
 impl Tracked {
     /// The statistics' view of an upsert; None for a delete.
-    pub fn of(version: &FileVersion, dir_depth: usize) -> Option<Tracked> {
+    pub fn of(version: &FileVersion, dirs: &mut DirKeys) -> Option<Tracked> {
         if version.deleted {
             return None;
         }
@@ -44,7 +46,7 @@ impl Tracked {
                 lines: f.lines,
                 language: f.language,
                 hash: f.hash,
-                dir: directory_key(&version.path, dir_depth),
+                dir: dirs.key(&version.path),
                 rules: version.rule_counts.clone(),
             },
             None => Tracked {
@@ -53,10 +55,39 @@ impl Tracked {
                 lines: 0,
                 language: None,
                 hash: [0; 16],
-                dir: String::new(),
+                dir: dirs.empty.clone(),
                 rules: Vec::new(),
             },
         })
+    }
+}
+
+/// One shared `Arc<str>` per directory key, per worker.
+pub struct DirKeys {
+    depth: usize,
+    keys: FxHashMap<Box<str>, Arc<str>>,
+    empty: Arc<str>,
+}
+
+impl DirKeys {
+    /// Keys of the first `depth` directory components.
+    pub fn new(depth: usize) -> DirKeys {
+        DirKeys {
+            depth,
+            keys: FxHashMap::default(),
+            empty: Arc::from(""),
+        }
+    }
+
+    /// The directory key of `path`.
+    pub fn key(&mut self, path: &[u8]) -> Arc<str> {
+        let key = directory_key(path, self.depth);
+        if let Some(shared) = self.keys.get(key.as_str()) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(key.as_str());
+        self.keys.insert(key.into_boxed_str(), shared.clone());
+        shared
     }
 }
 
@@ -206,7 +237,7 @@ pub fn rule_contributions(tracked: &Tracked, emit: &mut dyn FnMut(StatKey, i64))
         for (dimension, key) in [
             (Dimension::Rule, Cow::Borrowed("")),
             (Dimension::RuleLanguage, Cow::Borrowed(language)),
-            (Dimension::RuleDir, Cow::Owned(tracked.dir.clone())),
+            (Dimension::RuleDir, Cow::Owned(tracked.dir.to_string())),
         ] {
             emit(
                 StatKey::new(dimension, key.clone(), Some(rule), Metric::Files),
