@@ -29,8 +29,8 @@ pub struct Tracked {
     /// The `rule_dir` key: the leading directories of the path, shared by the versions in one
     /// directory (see [`DirKeys`]), so that the arrangement copies a pointer, not a string.
     pub dir: Arc<str>,
-    /// (rule, count) for rules with a non-zero count.
-    pub rules: Vec<(u32, u64)>,
+    /// (rule, count) for rules with a non-zero count; shared like `dir`.
+    pub rules: Arc<[(u32, u64)]>,
 }
 
 impl Tracked {
@@ -47,7 +47,7 @@ impl Tracked {
                 language: f.language,
                 hash: f.hash,
                 dir: dirs.key(&version.path),
-                rules: version.rule_counts.clone(),
+                rules: Arc::from(version.rule_counts.as_slice()),
             },
             None => Tracked {
                 skipped: true,
@@ -56,7 +56,7 @@ impl Tracked {
                 language: None,
                 hash: [0; 16],
                 dir: dirs.empty.clone(),
-                rules: Vec::new(),
+                rules: Arc::from([]),
             },
         })
     }
@@ -233,7 +233,7 @@ pub fn rule_contributions(tracked: &Tracked, emit: &mut dyn FnMut(StatKey, i64))
         return;
     }
     let language = tracked.language.map_or("", |l| l.0);
-    for &(rule, count) in &tracked.rules {
+    for &(rule, count) in tracked.rules.iter() {
         for (dimension, key) in [
             (Dimension::Rule, Cow::Borrowed("")),
             (Dimension::RuleLanguage, Cow::Borrowed(language)),
