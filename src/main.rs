@@ -101,7 +101,7 @@ struct RunArgs {
     /// stopped or killed continues from its last commit.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     commit_interval: std::time::Duration,
-    /// Checkpoint the tracked state once this many rows (and at least as many as there are
+    /// Checkpoint the tracked state once this many rows (and at least twice as many as there are
     /// tracked paths) were committed after the last checkpoint, so a restart reads a bounded
     /// amount.
     #[arg(long, value_name = "ROWS", default_value_t = 100_000)]
@@ -141,7 +141,7 @@ struct StatsArgs {
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
     /// A directory, or a .tar, .tar.gz/.tgz or .tar.zst archive; several are successive
-    /// snapshots of one tree, each the complete tree at the next epoch.
+    /// snapshots of one tree, each the complete tree at later epochs than the one before.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
     #[command(flatten)]
