@@ -376,3 +376,33 @@ fn a_run_rewrites_a_stats_current_left_behind_by_a_crash() {
     Watching::start(&dir, &lake).stop();
     assert_eq!(stats_current(&lake), current);
 }
+
+#[test]
+fn a_restart_with_another_worker_count_continues_the_same_lake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one/tree"), tmp.path().join("two/tree"));
+    tree_one(&one);
+    big_tree(&one, 200);
+    tree_two(&two);
+    big_tree(&two, 150);
+    let (lake, reference) = (tmp.path().join("lake"), tmp.path().join("reference"));
+    run_ok(&["replay", s(&one), "--out", s(&lake), "--workers", "1"]);
+    let out = run_ok(&["replay", s(&two), "--out", s(&lake), "--workers", "4"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // tree_two edits one file, adds one, renames one and deletes one; f150..f199 are gone.
+    assert!(
+        text.contains("3 upserts, 52 deletes, 155 unchanged"),
+        "{text}"
+    );
+    run_ok(&[
+        "replay",
+        s(&one),
+        s(&two),
+        "--out",
+        s(&reference),
+        "--workers",
+        "2",
+    ]);
+    assert_eq!(tables(&lake), tables(&reference));
+    assert_eq!(stats_current(&lake), stats_current(&reference));
+}
