@@ -196,6 +196,16 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             dir: PathBuf::from(dir),
         });
     }
+    let mut names = std::collections::HashSet::new();
+    if let Some(root) = roots.iter().find(|r| !names.insert(r.source.clone())) {
+        return fail(
+            &anyhow::anyhow!(
+                "two directories have the source name '{}': name one with --source NAME=DIR",
+                root.source
+            ),
+            2,
+        );
+    }
     if roots.is_empty() {
         return fail(
             &anyhow::anyhow!("nothing to watch: give at least one DIR"),

@@ -126,9 +126,10 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    // The same replay, interrupted after some of its snapshots were committed: skip those.
+    // The same replay, interrupted after some of its snapshots were committed: skip those. A
+    // finished one is continued from its last snapshot, which changes what changed since.
     let resumed_after = match lake.head().and_then(|h| h.replay) {
-        Some(r) if r.source == source && r.inputs == given && r.done < given.len() => r.done,
+        Some(r) if r.source == source && r.inputs == given => r.done.min(given.len() - 1),
         _ => 0,
     };
     let snapshots = inputs.len() - resumed_after;

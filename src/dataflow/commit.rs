@@ -181,7 +181,10 @@ impl Committer {
                 Ok(Some(job.epoch))
             }
             Ok(Err(error)) => Err(error),
-            Err(_) => panic!("the checkpoint thread panicked"),
+            Err(_) => Err(SinkError::Read {
+                path: self.lake.checkpoint_dir(job.epoch),
+                reason: "the checkpoint thread panicked".into(),
+            }),
         }
     }
 

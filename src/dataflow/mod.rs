@@ -160,6 +160,8 @@ fn run_worker(
     events: &Receiver<FileEvent>,
 ) -> Result<SinkReport, SinkError> {
     let plan = &shared.plan;
+    // A worker that panics stops the others: its share of the events would never be processed.
+    let _abort_on_panic = AbortOnPanic(&shared.abort);
     let index = worker.index();
     let rules = plan.stage.rules().clone();
     let root = plan.lake.root().to_path_buf();
@@ -250,8 +252,12 @@ fn run_worker(
             worker.step_or_park(Some(Duration::from_millis(1)));
             continue;
         }
+        // Read before the channel: an epoch sealed after an empty receive may still have had an
+        // event sent just before the seal, which must enter at its own epoch.
+        let sealed = plan.clock.sealed();
         match events.try_recv() {
             Ok(event) => {
+                debug_assert!(event.epoch >= epoch_of(*input.time()), "an event came late");
                 if event.epoch > epoch_of(*input.time()) {
                     input.advance_to(epoch_start(event.epoch));
                     since_tick = 0;
@@ -266,8 +272,7 @@ fn run_worker(
             }
             Err(TryRecvError::Empty) => {
                 next_tick(&mut input, &mut since_tick);
-                // No event of a sealed epoch can come any more: let the epoch complete.
-                let sealed = plan.clock.sealed();
+                // No event of an epoch sealed before the receive can come any more.
                 if sealed >= epoch_of(*input.time()) {
                     input.advance_to(epoch_start(sealed + 1));
                 }
@@ -310,6 +315,17 @@ fn run_worker(
     let mut report = writer.finish()?;
     report.parts.extend(committer.finish()?);
     Ok(report)
+}
+
+/// Sets the flag when dropped by a panic.
+struct AbortOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Closes the current tick if anything was sent in it.
@@ -500,15 +516,23 @@ fn write_stats<'scope>(
                     None => Some(u64::MAX),
                 };
                 let mut committer = committer.borrow_mut();
+                let coordinating =
+                    |c: &Committer| !shared.abort.load(Ordering::Acquire) && c.is_coordinator();
                 let result = (|| {
                     while let Some(entry) = pending.first_entry() {
                         if complete.is_none_or(|c| *entry.key() > c) {
                             break;
                         }
                         let (epoch, changes) = entry.remove_entry();
+                        // Commits requested before this epoch first: the open `stats_changes`
+                        // part and `stats_current.parquet` must not hold changes past a commit.
+                        if epoch > 0 && coordinating(&committer) {
+                            committer.restored()?;
+                            committer.commit_through(Some(epoch - 1))?;
+                        }
                         committer.apply(epoch, changes)?;
                     }
-                    if shared.abort.load(Ordering::Acquire) || !committer.is_coordinator() {
+                    if !coordinating(&committer) {
                         return Ok(());
                     }
                     if complete.is_some() {

@@ -81,11 +81,17 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
     if let Some(c) = range.checkpoint {
         sources.push(checkpoint_dir(root, c).join("files.parquet"));
     }
+    // Parts in epoch order (names sort as text, epochs as numbers).
     let tail = |table: &str| {
-        parts(root, table).into_iter().filter(move |p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            part_epochs(&name).is_some_and(|(_, last)| last > after && last <= range.through)
-        })
+        let mut tail: Vec<((u64, u64), PathBuf)> = parts(root, table)
+            .into_iter()
+            .filter_map(|p| {
+                let epochs = part_epochs(&p.file_name()?.to_string_lossy())?;
+                (epochs.1 > after && epochs.1 <= range.through).then_some((epochs, p))
+            })
+            .collect();
+        tail.sort();
+        tail.into_iter().map(|(_, p)| p)
     };
     sources.extend(tail("files"));
     let mut current: HashMap<u128, FileVersion> = HashMap::new();

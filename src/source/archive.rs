@@ -59,6 +59,9 @@ pub fn read_archive(
         reason,
     };
     let mut report = ArchiveReport::default();
+    // A path has at most one version per epoch: a member that repeats an earlier one (appended
+    // with `tar -r`, which replaces it when extracted) goes into a new epoch.
+    let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     let mut last = String::from("(first member)");
     let entries = archive
         .entries()
@@ -107,6 +110,11 @@ pub fn read_archive(
             entry: entry_type,
             origin: Origin::Member(member),
         };
+        if !seen.insert(event.path.clone()) {
+            clock.seal(false, &[]);
+            seen.clear();
+            seen.insert(event.path.clone());
+        }
         if clock.send(events, event).is_err() {
             break;
         }

@@ -127,6 +127,7 @@ pub fn watch(
         epoch_opened: Instant::now(),
         epoch_events: 0,
         initial_scan: true,
+        incomplete: HashSet::new(),
         last_commit: Instant::now(),
         uncommitted: false,
         dirty: HashMap::new(),
@@ -202,6 +203,8 @@ struct Watching {
     epoch_events: u64,
     /// The open epoch holds the initial scan: it closes even if empty, ending a snapshot.
     initial_scan: bool,
+    /// Roots a listing could not list whole.
+    incomplete: HashSet<usize>,
     /// When a commit was last requested, and whether epochs were sealed since.
     last_commit: Instant,
     uncommitted: bool,
@@ -427,20 +430,31 @@ impl Watching {
         if self.ignored(root, &relative, true) {
             return Ok(());
         }
-        for path in self.list(dir) {
+        for path in self.list(dir).0 {
             self.upsert_path(&path, false)?;
         }
         Ok(())
     }
 
     /// Every non-directory entry under `dir`, with the walk's ignore rules.
-    fn list(&self, dir: &Path) -> Vec<PathBuf> {
-        walk_builder(dir, self.options.no_ignore)
+    /// The entries under `dir` that are not directories; false with them when part of the tree
+    /// could not be listed (each such error is logged with its path).
+    fn list(&self, dir: &Path) -> (Vec<PathBuf>, bool) {
+        let mut complete = true;
+        let entries = walk_builder(dir, self.options.no_ignore)
             .build()
-            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| match entry {
+                Ok(entry) => Some(entry),
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot list part of a watched directory");
+                    complete = false;
+                    None
+                }
+            })
             .filter(|entry| entry.file_type().is_some_and(|t| !t.is_dir()))
             .map(|entry| entry.into_path())
-            .collect()
+            .collect();
+        (entries, complete)
     }
 
     /// Schedules a rescan once the overflows settle: one rescan answers a storm of them.
@@ -458,7 +472,7 @@ impl Watching {
     fn rescan(&mut self) -> Result<(), SourceError> {
         for root in 0..self.roots.len() {
             let dir = self.roots[root].dir.clone();
-            let present = self.list(&dir);
+            let (present, complete) = self.list(&dir);
             let mut found = HashSet::new();
             for path in &present {
                 if let Some((_, relative)) = self.locate(path) {
@@ -466,6 +480,12 @@ impl Watching {
                 }
                 self.dirty.remove(path);
                 self.upsert_path(path, true)?;
+            }
+            if !complete {
+                // What could not be listed is not gone: no deletes from this listing, and an
+                // initial scan ends no snapshot of this root.
+                self.incomplete.insert(root);
+                continue;
             }
             let gone: Vec<Vec<u8>> = self.roots[root]
                 .known
@@ -545,9 +565,9 @@ impl Watching {
         let clock = &self.control.clock;
         let first = clock.open();
         let ended: Vec<(&str, u64)> = if self.initial_scan {
-            self.roots
-                .iter()
-                .map(|r| (r.source.as_str(), first))
+            (self.roots.iter().enumerate())
+                .filter(|(i, _)| !self.incomplete.contains(i))
+                .map(|(_, r)| (r.source.as_str(), first))
                 .collect()
         } else {
             Vec::new()
