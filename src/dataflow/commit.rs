@@ -5,6 +5,7 @@
 //! later commit once they are durable.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use rustc_hash::FxHashMap;
@@ -67,7 +68,8 @@ pub struct Committer {
     /// ... and at the last commit; commits with rows since the last checkpoint.
     rows_at_commit: u64,
     commits_with_rows: u64,
-    rows_written: Arc<dyn Fn() -> u64>,
+    /// `files` rows written by all workers in this run.
+    rows_written: Arc<AtomicU64>,
     /// The restored state was written to `stats_current.parquet`.
     restored: bool,
 }
@@ -82,7 +84,7 @@ impl Committer {
         rules: RuleSet,
         replay: Option<ReplayPlan>,
         policy: CheckpointPolicy,
-        rows_written: Arc<dyn Fn() -> u64>,
+        rows_written: Arc<AtomicU64>,
     ) -> Committer {
         let head = lake.head();
         Committer {
@@ -106,11 +108,6 @@ impl Committer {
 
     pub fn is_coordinator(&self) -> bool {
         self.coordinator
-    }
-
-    /// The live statistics.
-    pub fn stats(&self) -> &StatsWriter {
-        &self.stats
     }
 
     /// Applies the statistic changes of a complete epoch; epoch 0 is the restored state, which is
@@ -193,7 +190,7 @@ impl Committer {
         if self.job.is_some() {
             return;
         }
-        let written = (self.rows_written)();
+        let written = self.rows_written.load(Ordering::Relaxed);
         if written > self.rows_at_commit {
             self.commits_with_rows += 1;
             self.rows_at_commit = written;

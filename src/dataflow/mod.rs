@@ -116,7 +116,7 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
         restored: shares.into_iter().map(|s| Mutex::new(Some(s))).collect(),
         restored_rows,
         restored_parts,
-        rows_written: AtomicU64::new(0),
+        rows_written: Arc::new(AtomicU64::new(0)),
     });
     let config = timely::Config::process(workers);
     let guards = timely::execute(config, move |worker| run_worker(worker, &shared, &events))
@@ -151,7 +151,7 @@ struct Shared {
     restored_rows: u64,
     restored_parts: u64,
     /// `files` rows written by all workers in this run.
-    rows_written: AtomicU64,
+    rows_written: Arc<AtomicU64>,
 }
 
 fn run_worker(
@@ -179,10 +179,7 @@ fn run_worker(
             parts_before: shared.restored_parts,
             parts_per_commit: plan.workers.max(1) as u64,
         },
-        Arc::new({
-            let shared = shared.clone();
-            move || shared.rows_written.load(Ordering::Relaxed)
-        }),
+        shared.rows_written.clone(),
     )));
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
     let restored = shared.restored[index]
@@ -434,14 +431,16 @@ fn write_lake<'scope>(
                         fail(error);
                     }
                     let mut session = output.session(&time);
+                    shared
+                        .rows_written
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                     for v in data.drain(..) {
                         let id = path_id(&v.source, &v.path);
                         session.give((id, Tracked::of(&v, &mut dirs), at));
-                        if failure.borrow().is_none() {
-                            shared.rows_written.fetch_add(1, Ordering::Relaxed);
-                            if let Err(error) = writer.push(v) {
-                                fail(error);
-                            }
+                        if failure.borrow().is_none()
+                            && let Err(error) = writer.push(v)
+                        {
+                            fail(error);
                         }
                     }
                 });

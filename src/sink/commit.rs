@@ -184,7 +184,7 @@ impl Lake {
 
     /// The directory of the checkpoint at `epoch`.
     pub fn checkpoint_dir(&self, epoch: u64) -> PathBuf {
-        self.root.join(LOG_DIR).join(format!("checkpoint-{epoch}"))
+        checkpoint_dir(&self.root, epoch)
     }
 
     /// Removes temporary files, parts past the committed epoch, compaction leftovers and
@@ -219,7 +219,7 @@ impl Lake {
             .filter_map(|e| e.ok())
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let wanted = keep.is_some_and(|k| name == format!("checkpoint-{k}"));
+            let wanted = keep.is_some_and(|k| entry.path() == self.checkpoint_dir(k));
             if (name.starts_with("checkpoint-") || name.starts_with("staging")) && !wanted {
                 std::fs::remove_dir_all(entry.path()).map_err(io_error(&entry.path()))?;
             }
@@ -278,6 +278,11 @@ impl Lake {
     }
 }
 
+/// The directory of the checkpoint at `epoch` in the lake at `root` (see `sink::restore`).
+pub fn checkpoint_dir(root: &Path, epoch: u64) -> PathBuf {
+    root.join(LOG_DIR).join(format!("checkpoint-{epoch}"))
+}
+
 fn record_name(sequence: u64) -> String {
     format!("{sequence:020}.json")
 }
@@ -304,15 +309,6 @@ fn newest_record(dir: &Path) -> Result<Option<CommitRecord>, LakeError> {
             path,
             reason: e.to_string(),
         })
-}
-
-/// The newest commit record of the lake at `root`, for readers; None for a lake without one.
-pub fn read_head(root: &Path) -> Result<Option<CommitRecord>, LakeError> {
-    let dir = root.join(LOG_DIR).join(COMMITS_DIR);
-    if !dir.exists() {
-        return Ok(None);
-    }
-    newest_record(&dir)
 }
 
 /// A temporary file of ours: hidden, ending in `.tmp`.

@@ -10,6 +10,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::SinkError;
+use super::commit::sync_dir;
 use super::schema::{TableSchema, table};
 use super::tables;
 use crate::pipeline::RuleSet;
@@ -179,11 +180,7 @@ pub fn finish_atomically(
     })?;
     file.sync_all().map_err(io(tmp))?;
     std::fs::rename(tmp, target).map_err(io(target))?;
-    let dir = target.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    sync_dir(target.parent().unwrap_or(Path::new(".")))
 }
 
 /// Writes `batch` as the whole file `target` (of table `name`), replacing it atomically.

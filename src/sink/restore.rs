@@ -17,7 +17,7 @@ use arrow_array::types::{Float64Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::commit::{LOG_DIR, Lake, LakeError, part_epochs, parts, sync_dir};
+use super::commit::{LOG_DIR, Lake, LakeError, checkpoint_dir, part_epochs, parts, sync_dir};
 use super::parquet::replace_file;
 use super::{SinkError, tables};
 use crate::pipeline::{Pipeline, RuleSet};
@@ -41,10 +41,6 @@ pub struct StateRange {
     pub checkpoint: Option<u64>,
     /// The committed epoch.
     pub through: u64,
-}
-
-fn checkpoint_dir(root: &Path, epoch: u64) -> PathBuf {
-    root.join(LOG_DIR).join(format!("checkpoint-{epoch}"))
 }
 
 /// Opens the lake at `root` for a run of `pipeline` (see [`Lake::open`]) and reads its committed

@@ -165,11 +165,18 @@ pub fn files_column(lake: &Path, column: &str) -> BTreeMap<String, String> {
 /// Runs the independent Python oracle over a corpus and a lake; panics with its report on a
 /// difference.
 pub fn oracle(corpus: &Path, lake: &Path, pipeline: &Path, extra: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle.py");
+    let args = [&[s(corpus), s(lake), "--pipeline", s(pipeline)][..], extra].concat();
+    let (ok, report) = python("tests/oracle.py", &args);
+    assert!(ok, "oracle found differences:\n{report}");
+    println!("{report}");
+}
+
+/// Runs a Python script of the repository with `args`; returns whether it succeeded, and its
+/// stdout and stderr.
+pub fn python(script: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("python3")
-        .arg(script)
-        .args([s(corpus), s(lake), "--pipeline", s(pipeline)])
-        .args(extra)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+        .args(args)
         .output()
         .expect("python3 runs");
     let report = format!(
@@ -177,8 +184,7 @@ pub fn oracle(corpus: &Path, lake: &Path, pipeline: &Path, extra: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "oracle found differences:\n{report}");
-    println!("{report}");
+    (out.status.success(), report)
 }
 
 /// `exoflow replay INPUT --out LAKE --pipeline PIPELINE EXTRA...`, asserting success.
@@ -292,22 +298,31 @@ pub fn stats_current(lake: &Path) -> Vec<String> {
     let mut rows = Vec::new();
     for batch in read_batches(&lake.join("stats_current.parquet")) {
         for row in 0..batch.num_rows() {
-            let cells: Vec<String> = ["dimension", "key", "rule", "metric", "value"]
-                .iter()
-                .map(|c| {
-                    let col = batch.column_by_name(c).unwrap();
-                    if arrow_array::Array::is_null(col.as_ref(), row) {
-                        "null".to_string()
-                    } else {
-                        arrow_cast_value(col.as_ref(), row)
-                    }
-                })
-                .collect();
-            rows.push(cells.join(" "));
+            rows.push(stat_cells(
+                &batch,
+                row,
+                &["dimension", "key", "rule", "metric", "value"],
+            ));
         }
     }
     rows.sort();
     rows
+}
+
+/// The named columns of a statistics row, space-separated, `null` for nulls.
+fn stat_cells(batch: &RecordBatch, row: usize, columns: &[&str]) -> String {
+    let cells: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let col = batch.column_by_name(c).unwrap();
+            if col.is_null(row) {
+                "null".to_string()
+            } else {
+                arrow_cast_value(col.as_ref(), row)
+            }
+        })
+        .collect();
+    cells.join(" ")
 }
 
 fn arrow_cast_value(col: &dyn arrow_array::Array, row: usize) -> String {
@@ -417,18 +432,8 @@ pub fn stats_changes_sum(lake: &Path) -> Vec<String> {
                 .downcast_ref::<arrow_array::Int64Array>()
                 .unwrap();
             for row in 0..batch.num_rows() {
-                let key: Vec<String> = ["dimension", "key", "rule", "metric"]
-                    .iter()
-                    .map(|c| {
-                        let col = batch.column_by_name(c).unwrap();
-                        if arrow_array::Array::is_null(col.as_ref(), row) {
-                            "null".to_string()
-                        } else {
-                            arrow_cast_value(col.as_ref(), row)
-                        }
-                    })
-                    .collect();
-                *sums.entry(key.join(" ")).or_default() += diff.value(row);
+                let key = stat_cells(&batch, row, &["dimension", "key", "rule", "metric"]);
+                *sums.entry(key).or_default() += diff.value(row);
             }
         }
     }
