@@ -67,7 +67,7 @@ fn kernels(c: &mut Criterion) {
     });
     let stage = KernelStage::new(Box::new(CpuBackend), pipeline);
     group.bench_function("whole_stage_default_pack", |b| {
-        b.iter(|| black_box(stage.run(batch.clone())))
+        b.iter(|| black_box(stage.run(batch.clone()).0))
     });
     group.finish();
 }

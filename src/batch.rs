@@ -173,4 +173,23 @@ impl Batcher {
             contents,
         }
     }
+
+    /// Takes back the buffers of a finished batch's contents, when nothing else holds them, so
+    /// that the next batch is read into memory that is already allocated and mapped.
+    pub fn recycle(&mut self, contents: BinaryArray) {
+        let (offsets, values, _) = contents.into_parts();
+        if self.values.capacity() == 0
+            && let Ok(mut values) = values.into_vec::<u8>()
+        {
+            values.clear();
+            self.values = values;
+        }
+        if self.offsets.capacity() <= 1
+            && let Ok(mut offsets) = offsets.into_inner().into_inner().into_vec::<i32>()
+        {
+            offsets.clear();
+            offsets.push(0);
+            self.offsets = offsets;
+        }
+    }
 }

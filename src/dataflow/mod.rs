@@ -12,6 +12,7 @@
 pub mod commit;
 pub mod reconcile;
 pub mod stats;
+pub mod upsert;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -23,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline as PipelinePact};
@@ -33,6 +33,7 @@ use timely::dataflow::{InputHandleVec, ProbeHandle, Stream, StreamVec};
 use self::commit::{CheckpointPolicy, Committer, ReplayPlan};
 use self::reconcile::{Identity, KnownPath, reconcile};
 use self::stats::{DirKeys, StatKey, Tracked, all_stats};
+use self::upsert::arrange_upserts;
 use crate::batch::Batcher;
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
@@ -218,12 +219,14 @@ fn run_worker(
                 restored: tracked,
             },
         );
-        let current = arrange_from_upsert::<
+        // The upserts come from the worker that owns their path: no exchange.
+        let current = arrange_upserts::<
             ValBuilder<u128, Tracked, u64, isize>,
             ValSpine<u128, Tracked, u64, isize>,
             u128,
             Tracked,
-        >(upserts, "CurrentVersions");
+            _,
+        >(upserts, PipelinePact, "CurrentVersions");
         let stats = all_stats(current);
         let latency = plan.latency.clone().filter(|_| index == 0);
         write_stats(
@@ -352,7 +355,8 @@ fn featurize<'scope>(
                 input.for_each(|capability, data| {
                     let mut flush = |batcher: &mut Batcher| {
                         let (files, bytes) = (batcher.len(), batcher.bytes());
-                        let versions = plan.stage.run(batcher.finish());
+                        let (versions, contents) = plan.stage.run(batcher.finish());
+                        batcher.recycle(contents);
                         plan.progress.add(files as u64, bytes as u64);
                         shared.in_flight.fetch_sub(files, Ordering::AcqRel);
                         output

@@ -65,7 +65,8 @@ impl Tracked {
 /// One shared `Arc<str>` per directory key, per worker.
 pub struct DirKeys {
     depth: usize,
-    keys: FxHashMap<Box<str>, Arc<str>>,
+    keys: FxHashMap<Box<[u8]>, Arc<str>>,
+    top: Arc<str>,
     empty: Arc<str>,
 }
 
@@ -75,20 +76,35 @@ impl DirKeys {
         DirKeys {
             depth,
             keys: FxHashMap::default(),
+            top: Arc::from("."),
             empty: Arc::from(""),
         }
     }
 
     /// The directory key of `path`.
     pub fn key(&mut self, path: &[u8]) -> Arc<str> {
-        let key = directory_key(path, self.depth);
-        if let Some(shared) = self.keys.get(key.as_str()) {
+        let Some(prefix) = directory_prefix(path, self.depth) else {
+            return self.top.clone();
+        };
+        if let Some(shared) = self.keys.get(prefix) {
             return shared.clone();
         }
-        let shared: Arc<str> = Arc::from(key.as_str());
-        self.keys.insert(key.into_boxed_str(), shared.clone());
+        let shared: Arc<str> = Arc::from(String::from_utf8_lossy(prefix));
+        self.keys.insert(prefix.into(), shared.clone());
         shared
     }
+}
+
+/// The bytes of the first `depth` components of `path`'s directory; None for a file at the top.
+fn directory_prefix(path: &[u8], depth: usize) -> Option<&[u8]> {
+    let directory = &path[..memchr::memrchr(b'/', path)?];
+    if depth == 0 {
+        return None;
+    }
+    let end = memchr::memchr_iter(b'/', directory)
+        .nth(depth - 1)
+        .unwrap_or(directory.len());
+    Some(&directory[..end])
 }
 
 /// Which statistic family a row belongs to.
@@ -295,14 +311,10 @@ pub fn duplicate_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
 /// The first `depth` directory components of `path`'s directory, '/'-joined; `'.'` for a file at
 /// the top.
 pub fn directory_key(path: &[u8], depth: usize) -> String {
-    let text = String::from_utf8_lossy(path);
-    let mut components: Vec<&str> = text.split('/').collect();
-    components.pop();
-    if components.is_empty() || depth == 0 {
-        return ".".to_string();
-    }
-    components.truncate(depth);
-    components.join("/")
+    directory_prefix(path, depth).map_or_else(
+        || ".".to_string(),
+        |prefix| String::from_utf8_lossy(prefix).into_owned(),
+    )
 }
 
 #[cfg(test)]
@@ -315,5 +327,10 @@ mod tests {
         assert_eq!(directory_key(b"src/a.rs", 1), "src");
         assert_eq!(directory_key(b"src/x/y/a.rs", 2), "src/x");
         assert_eq!(directory_key(b"src/x/a.rs", 5), "src/x");
+        assert_eq!(directory_key(b"src/x/a.rs", 0), ".");
+        let mut keys = super::DirKeys::new(1);
+        assert_eq!(&*keys.key(b"src/x/a.rs"), "src");
+        assert_eq!(&*keys.key(b"src/b.rs"), "src");
+        assert_eq!(&*keys.key(b"b.rs"), ".");
     }
 }

@@ -5,7 +5,7 @@ pub mod cpu;
 pub mod language;
 pub mod matches;
 
-use arrow_array::BinaryArray;
+use arrow_array::{Array, BinaryArray};
 
 use crate::batch::ContentBatch;
 use crate::pipeline::{Pipeline, RuleSet};
@@ -66,14 +66,16 @@ impl KernelStage {
         self.backend.name()
     }
 
-    /// Featurizes a batch: one [`FileVersion`] per entry, in entry order.
-    pub fn run(&self, batch: ContentBatch) -> Vec<FileVersion> {
-        let columns = self.backend.content_features(&batch.contents);
-        let mut versions = Vec::with_capacity(batch.entries.len());
-        for (row, entry) in batch.entries.iter().enumerate() {
+    /// Featurizes a batch: one [`FileVersion`] per entry, in entry order. The batch's contents
+    /// are handed back, so that their buffers can be reused for the next batch.
+    pub fn run(&self, batch: ContentBatch) -> (Vec<FileVersion>, BinaryArray) {
+        let ContentBatch { entries, contents } = batch;
+        let columns = self.backend.content_features(&contents);
+        let mut versions = Vec::with_capacity(entries.len());
+        for (row, entry) in entries.into_iter().enumerate() {
             let mut version = FileVersion {
-                source: entry.source.clone(),
-                path: entry.path.clone(),
+                source: entry.source,
+                path: entry.path,
                 deleted: entry.deleted,
                 epoch: entry.epoch,
                 size: entry.size,
@@ -82,14 +84,15 @@ impl KernelStage {
                 rule_counts: Vec::new(),
                 matches: Vec::new(),
             };
-            if let Some(content) = batch.content(row) {
+            if contents.is_valid(row) {
+                let content = contents.value(row);
                 let is_binary = columns.is_binary[row];
                 version.features = Some(Features {
                     hash: columns.hash[row],
                     lines: columns.lines[row],
                     entropy: columns.entropy[row],
                     is_binary,
-                    language: language::detect(&entry.path, content).map(Language),
+                    language: language::detect(&version.path, content).map(Language),
                 });
                 if !is_binary || self.pipeline.scan_binary {
                     let found = matches::scan(content, &self.pipeline);
@@ -99,6 +102,6 @@ impl KernelStage {
             }
             versions.push(version);
         }
-        versions
+        (versions, contents)
     }
 }

@@ -8,6 +8,7 @@ use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
 use super::commit::sync_dir;
@@ -33,6 +34,10 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(DEFAULT_ROW_GROUP_ROWS))
         .set_max_row_group_bytes(Some(DEFAULT_ROW_GROUP_BYTES))
+        .set_column_dictionary_enabled(ColumnPath::from("path"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("path_bytes"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("hash"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("excerpt"), false)
         .build()
 }
 
