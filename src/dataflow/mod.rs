@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
@@ -50,8 +50,10 @@ use crate::version::FileVersion;
 pub const EVENT_QUEUE: usize = 4096;
 /// Events admitted into the graph and not yet featurized, over all workers.
 pub const MAX_EVENTS_IN_FLIGHT: usize = 8192;
-/// Events a worker sends before it lets the graph run.
-const EVENTS_PER_STEP: usize = 2048;
+/// Events a worker sends before it closes a tick and lets the graph run.
+const EVENTS_PER_TICK: usize = 2048;
+/// A tick that is this old closes when the source has no event ready.
+const TICK_AGE: Duration = Duration::from_millis(20);
 
 /// Bits of a timestamp that count ticks within an epoch.
 const TICK_BITS: u32 = 32;
@@ -239,7 +241,7 @@ fn run_worker(
         .probe_with(&probe);
     });
 
-    let mut since_tick = 0usize;
+    let mut tick = Tick::default();
     loop {
         if failure.borrow().is_some() {
             shared.abort.store(true, Ordering::Release);
@@ -248,7 +250,7 @@ fn run_worker(
             break;
         }
         if shared.in_flight.load(Ordering::Acquire) >= MAX_EVENTS_IN_FLIGHT {
-            next_tick(&mut input, &mut since_tick);
+            tick.close_if_old(&mut input);
             worker.step_or_park(Some(Duration::from_millis(1)));
             continue;
         }
@@ -260,18 +262,17 @@ fn run_worker(
                 debug_assert!(event.epoch >= epoch_of(*input.time()), "an event came late");
                 if event.epoch > epoch_of(*input.time()) {
                     input.advance_to(epoch_start(event.epoch));
-                    since_tick = 0;
+                    tick = Tick::default();
                 }
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
                 input.send(event);
-                since_tick += 1;
-                if since_tick >= EVENTS_PER_STEP {
-                    next_tick(&mut input, &mut since_tick);
+                if tick.sent() >= EVENTS_PER_TICK {
+                    tick.close(&mut input);
                     worker.step();
                 }
             }
             Err(TryRecvError::Empty) => {
-                next_tick(&mut input, &mut since_tick);
+                tick.close_if_old(&mut input);
                 // No event of an epoch sealed before the receive can come any more.
                 if sealed >= epoch_of(*input.time()) {
                     input.advance_to(epoch_start(sealed + 1));
@@ -328,12 +329,38 @@ impl Drop for AbortOnPanic<'_> {
     }
 }
 
-/// Closes the current tick if anything was sent in it.
-fn next_tick(input: &mut InputHandleVec<u64, FileEvent>, since_tick: &mut usize) {
-    if *since_tick > 0 {
-        let next = *input.time() + 1;
-        input.advance_to(next);
-        *since_tick = 0;
+/// The events sent in the open tick of a worker's input. A tick closes after
+/// [`EVENTS_PER_TICK`] events, or when it is [`TICK_AGE`] old and the source has nothing more
+/// for now: fewer, fuller ticks mean fewer batches and less progress tracking downstream, and
+/// the age bound lets a slow source's events move on.
+#[derive(Default)]
+struct Tick {
+    events: usize,
+    opened: Option<Instant>,
+}
+
+impl Tick {
+    /// Counts one event sent; returns the events of the tick.
+    fn sent(&mut self) -> usize {
+        self.opened.get_or_insert_with(Instant::now);
+        self.events += 1;
+        self.events
+    }
+
+    /// Closes the tick if anything was sent in it.
+    fn close(&mut self, input: &mut InputHandleVec<u64, FileEvent>) {
+        if self.events > 0 {
+            let next = *input.time() + 1;
+            input.advance_to(next);
+            *self = Tick::default();
+        }
+    }
+
+    /// Closes the tick if it is old enough.
+    fn close_if_old(&mut self, input: &mut InputHandleVec<u64, FileEvent>) {
+        if self.opened.is_some_and(|at| at.elapsed() >= TICK_AGE) {
+            self.close(input);
+        }
     }
 }
 

@@ -3,16 +3,18 @@
 //! statistic's value. A modified file's old contribution is retracted by differential itself.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::{Cursor, Navigable};
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::{Capability, Operator};
 
 use crate::version::{FileVersion, Language};
 
@@ -204,38 +206,79 @@ pub fn content_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
 }
 
 /// Like `explode`: each current version contributes `(statistic, amount)` pairs, multiplied by
-/// its difference. Equal statistics are summed within each batch with a hash map before they
-/// leave the operator: a file contributes a few dozen updates to a few hundred distinct
-/// statistics, so this shrinks what the consolidation sorts by orders of magnitude.
+/// its difference. The versions are read in place from the arrangement's batches, and equal
+/// statistics are summed per time until the input frontier passes it: a file contributes a few
+/// dozen updates to a few hundred distinct statistics, so what leaves the operator is orders of
+/// magnitude smaller than what the files contribute.
 fn contributions<'scope>(
     current: Current<'scope>,
     name: &str,
     logic: impl Fn(&Tracked, &mut dyn FnMut(StatKey, i64)) + 'static,
 ) -> Stats<'scope> {
-    // Read the versions in place from the arrangement's batches: no version is cloned.
     current
-        .flat_map_ref(move |_, tracked| {
-            let mut amounts = Vec::new();
-            logic(tracked, &mut |key, amount| amounts.push((key, amount)));
-            amounts
-        })
-        .inner
-        .unary::<CapacityContainerBuilder<Vec<(StatKey, u64, isize)>>, _, _, _>(
+        .stream
+        .unary_frontier::<CapacityContainerBuilder<Vec<(StatKey, u64, isize)>>, _, _, _>(
             Pipeline,
             name,
             move |_capability, _info| {
-                let mut sums: FxHashMap<(StatKey, u64), i64> = FxHashMap::default();
-                move |input, output| {
+                // Held at the least time with pending sums.
+                let mut capability: Option<Capability<u64>> = None;
+                let mut sums: BTreeMap<u64, FxHashMap<StatKey, i64>> = BTreeMap::new();
+                let mut times: Vec<(u64, isize)> = Vec::new();
+                move |(input, frontier), output| {
                     input.for_each(|time, data| {
-                        for ((key, amount), at, diff) in data.drain(..) {
-                            *sums.entry((key, at)).or_default() += amount * diff as i64;
+                        let Some(cap) = time.retain_least(0) else {
+                            return;
+                        };
+                        if capability.as_ref().is_none_or(|c| cap.time() < c.time()) {
+                            capability = Some(cap);
                         }
-                        output.session(&time).give_iterator(
-                            sums.drain()
-                                .filter(|(_, sum)| *sum != 0)
-                                .map(|((key, at), sum)| (key, at, sum as isize)),
-                        );
+                        for span in data.iter() {
+                            let Some(batch) = span.inner.as_ref() else {
+                                continue;
+                            };
+                            let mut cursor = batch.cursor();
+                            while cursor.key_valid(batch) {
+                                while let Some(tracked) = cursor.get_val(batch) {
+                                    times.clear();
+                                    cursor.map_times(batch, |t, d| times.push((*t, *d)));
+                                    logic(tracked, &mut |key, amount| {
+                                        for &(t, d) in &times {
+                                            let at = sums.entry(t).or_default();
+                                            match at.get_mut(&key) {
+                                                Some(sum) => *sum += amount * d as i64,
+                                                None => {
+                                                    at.insert(key.clone(), amount * d as i64);
+                                                }
+                                            }
+                                        }
+                                    });
+                                    cursor.step_val(batch);
+                                }
+                                cursor.step_key(batch);
+                            }
+                        }
                     });
+                    let Some(cap) = capability.as_mut() else {
+                        return;
+                    };
+                    while let Some(entry) = sums.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (time, stats) = entry.remove_entry();
+                        let at = cap.delayed(&time);
+                        output.session(&at).give_iterator(
+                            stats
+                                .into_iter()
+                                .filter(|(_, sum)| *sum != 0)
+                                .map(|(key, sum)| (key, time, sum as isize)),
+                        );
+                    }
+                    match sums.keys().next() {
+                        Some(least) => cap.downgrade(least),
+                        None => capability = None,
+                    }
                 }
             },
         )
