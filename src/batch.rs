@@ -4,7 +4,7 @@
 use arrow_array::{Array, BinaryArray};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 
-use crate::read::{Skip, read_file};
+use crate::read::{Reader, Skip};
 use crate::source::{EntryType, EventKind, FileEvent, Member, Origin};
 use crate::version::SkipReason;
 
@@ -44,6 +44,7 @@ impl ContentBatch {
 #[derive(Debug)]
 pub struct Batcher {
     max_file_bytes: u64,
+    reader: Reader,
     entries: Vec<BatchEntry>,
     values: Vec<u8>,
     offsets: Vec<i32>,
@@ -54,6 +55,7 @@ impl Batcher {
     pub fn new(max_file_bytes: u64) -> Batcher {
         Batcher {
             max_file_bytes,
+            reader: Reader::new(max_file_bytes),
             entries: Vec::new(),
             values: Vec::new(),
             offsets: vec![0],
@@ -137,9 +139,7 @@ impl Batcher {
                 ..skip(SkipReason::Unreadable, None)
             }),
             (EntryType::NotRegular, _) => Err(skip(SkipReason::NotRegular, None)),
-            (EntryType::File, Origin::Disk(file)) => {
-                read_file(&file, self.max_file_bytes, &mut self.values)
-            }
+            (EntryType::File, Origin::Disk(file)) => self.reader.read(&file, &mut self.values),
             (EntryType::File, Origin::Member(Member::Regular(content))) => {
                 if content.len() as u64 > self.max_file_bytes {
                     return Err(skip(SkipReason::TooLarge, Some(content.len() as u64)));
@@ -160,6 +160,7 @@ impl Batcher {
 
     /// Takes the gathered batch, leaving the batcher empty.
     pub fn finish(&mut self) -> ContentBatch {
+        self.reader.forget_directories();
         let values = std::mem::take(&mut self.values);
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         let valid = std::mem::take(&mut self.valid);
