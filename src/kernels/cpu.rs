@@ -87,19 +87,34 @@ pub fn lines_from_histogram(content: &[u8], histogram: &[u64; 256]) -> u64 {
 }
 
 /// Shannon entropy of the byte distribution, bits per byte; 0.0 for empty content.
+///
+/// Computed as `log2(n) - (sum of c * log2(c)) / n` over the byte counts `c`, with `c * log2(c)`
+/// looked up for small counts: one logarithm per file instead of one per byte value seen.
 pub fn entropy(len: usize, histogram: &[u64; 256]) -> f64 {
-    if len == 0 {
+    if len == 0 || histogram.iter().filter(|&&c| c > 0).count() <= 1 {
         return 0.0;
     }
+    let table = c_log2_c_table();
+    let sum: f64 = histogram
+        .iter()
+        .map(|&c| match table.get(c as usize) {
+            Some(v) => *v,
+            None => c as f64 * (c as f64).log2(),
+        })
+        .sum();
     let n = len as f64;
-    let mut h = 0.0f64;
-    for &count in histogram {
-        if count > 0 {
-            let p = count as f64 / n;
-            h -= p * p.log2();
-        }
-    }
-    h.max(0.0)
+    (n.log2() - sum / n).max(0.0)
+}
+
+/// `c * log2(c)` for the counts below its length (0 for 0).
+fn c_log2_c_table() -> &'static [f64; 1024] {
+    static TABLE: std::sync::OnceLock<[f64; 1024]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        std::array::from_fn(|c| match c {
+            0 => 0.0,
+            c => c as f64 * (c as f64).log2(),
+        })
+    })
 }
 
 /// A NUL byte within the first [`BINARY_PROBE_BYTES`].
@@ -137,6 +152,17 @@ mod tests {
         let h = byte_histogram(&long);
         assert_eq!((h[0], h[2], h[3], h[255]), (49, 49, 48, 48));
         assert!((entropy(256, &byte_histogram(&all)) - 8.0).abs() < 1e-12);
+        assert_eq!(entropy(3, &byte_histogram(b"aaa")), 0.0);
+        // Counts past the table, against the definition.
+        let mut skewed = vec![b'x'; 5000];
+        skewed.extend_from_slice(b"abcabcab");
+        let n = skewed.len() as f64;
+        let expected: f64 = -[5000.0, 3.0, 3.0, 2.0]
+            .iter()
+            .map(|c| (c / n) * (c / n).log2())
+            .sum::<f64>();
+        let got = entropy(skewed.len(), &byte_histogram(&skewed));
+        assert!((got - expected).abs() < 1e-12, "{got} != {expected}");
         assert!(is_binary(b"ab\0"));
         let mut late = vec![b'a'; BINARY_PROBE_BYTES];
         late.push(0);
