@@ -422,7 +422,7 @@ struct LakeSink {
 /// until then, so that nothing downstream sees an epoch complete before its parts are closed,
 /// and it keeps it for good after a write failure, so that nothing after it is committed.
 fn write_lake<'scope>(
-    versions: StreamVec<'scope, u64, FileVersion>,
+    versions: StreamVec<'scope, u64, (u128, FileVersion)>,
     sink: LakeSink,
 ) -> StreamVec<'scope, u64, (u128, Option<Tracked>, u64)> {
     versions.unary_frontier::<CapacityContainerBuilder<Vec<(u128, Option<Tracked>, u64)>>, _, _, _>(
@@ -465,8 +465,7 @@ fn write_lake<'scope>(
                     shared
                         .rows_written
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    for v in data.drain(..) {
-                        let id = path_id(&v.source, &v.path);
+                    for (id, v) in data.drain(..) {
                         session.give((id, Tracked::of(&v, &mut dirs), at));
                         if failure.borrow().is_none()
                             && let Err(error) = writer.push(v)

@@ -50,13 +50,13 @@ pub struct KnownPath {
 
 /// Drops versions identical to the path's current one, and adds deletes for the paths of a source
 /// that a complete snapshot of it (see [`EpochClock`]) did not contain. `restored` is this worker's
-/// share of the paths the lake already tracks.
+/// share of the paths the lake already tracks. Each change leaves with its path id.
 pub fn reconcile<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
     clock: Arc<EpochClock>,
     restored: Vec<KnownPath>,
-) -> StreamVec<'scope, u64, FileVersion> {
-    versions.unary_frontier::<CapacityContainerBuilder<Vec<FileVersion>>, _, _, _>(
+) -> StreamVec<'scope, u64, (u128, FileVersion)> {
+    versions.unary_frontier::<CapacityContainerBuilder<Vec<(u128, FileVersion)>>, _, _, _>(
         Pipeline,
         "Reconcile",
         move |capability, _info| {
@@ -125,7 +125,7 @@ fn close_snapshots(
     state: &mut State,
     clock: &EpochClock,
     cap: &Capability<u64>,
-    output: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<FileVersion>>>,
+    output: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<(u128, FileVersion)>>>,
     epoch: u64,
 ) {
     for snapshot in clock.snapshots_from(state.snapshots_done, epoch) {
@@ -169,11 +169,11 @@ struct State {
 }
 
 impl State {
-    /// Records a version; returns it when it is a change.
-    fn observe(&mut self, version: FileVersion) -> Option<FileVersion> {
+    /// Records a version; returns it, with its path id, when it is a change.
+    fn observe(&mut self, version: FileVersion) -> Option<(u128, FileVersion)> {
         let id = path_id(&version.source, &version.path);
         if version.deleted {
-            return self.known.remove(&id).map(|_| version);
+            return self.known.remove(&id).map(|_| (id, version));
         }
         let identity = Identity::of(&version);
         match self.known.get_mut(&id) {
@@ -190,11 +190,11 @@ impl State {
                 self.known.insert(id, (identity, key, version.epoch));
             }
         }
-        Some(version)
+        Some((id, version))
     }
 
     /// Ends a snapshot: deletes for every known path of its source it did not see.
-    fn close(&mut self, snapshot: &Snapshot) -> Vec<FileVersion> {
+    fn close(&mut self, snapshot: &Snapshot) -> Vec<(u128, FileVersion)> {
         let gone: Vec<u128> = self
             .known
             .iter()
@@ -203,12 +203,14 @@ impl State {
             })
             .map(|(id, _)| *id)
             .collect();
-        let mut deletes: Vec<FileVersion> = gone
+        let mut deletes: Vec<(u128, FileVersion)> = gone
             .into_iter()
-            .filter_map(|id| self.known.remove(&id))
-            .map(|(_, (source, path), _)| FileVersion::delete(source, path, snapshot.last))
+            .filter_map(|id| {
+                let (_, (source, path), _) = self.known.remove(&id)?;
+                Some((id, FileVersion::delete(source, path, snapshot.last)))
+            })
             .collect();
-        deletes.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
+        deletes.sort_by(|(_, a), (_, b)| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
         deletes
     }
 }

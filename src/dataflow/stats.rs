@@ -2,7 +2,6 @@
 //! function maps that collection to a collection of [`StatKey`]s whose accumulated difference is the
 //! statistic's value. A modified file's old contribution is retracted by differential itself.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -161,8 +160,7 @@ impl Metric {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StatKey {
     pub dimension: Dimension,
-    /// Borrowed for the keys that are static text (languages, `''`), owned for the others.
-    pub key: Cow<'static, str>,
+    pub key: KeyText,
     /// Rule index, for the rule dimensions.
     pub rule: Option<u32>,
     pub metric: Metric,
@@ -171,7 +169,7 @@ pub struct StatKey {
 impl StatKey {
     pub fn new(
         dimension: Dimension,
-        key: impl Into<Cow<'static, str>>,
+        key: impl Into<KeyText>,
         rule: Option<u32>,
         metric: Metric,
     ) -> Self {
@@ -181,6 +179,83 @@ impl StatKey {
             rule,
             metric,
         }
+    }
+}
+
+/// The text of a statistic's key: static (languages, `''`) or shared (directories, hashes), so
+/// that a copy is a pointer copy. Equal keys are usually the same pointer, which equality checks
+/// before it compares the text.
+#[derive(Debug, Clone)]
+pub enum KeyText {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for KeyText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            KeyText::Static(text) => text,
+            KeyText::Shared(text) => text,
+        }
+    }
+}
+
+impl PartialEq for KeyText {
+    fn eq(&self, other: &KeyText) -> bool {
+        let (a, b): (&str, &str) = (self, other);
+        std::ptr::eq(a, b) || a == b
+    }
+}
+
+impl Eq for KeyText {}
+
+impl PartialOrd for KeyText {
+    fn partial_cmp(&self, other: &KeyText) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyText {
+    fn cmp(&self, other: &KeyText) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl std::hash::Hash for KeyText {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl Serialize for KeyText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<KeyText, D::Error> {
+        Arc::<str>::deserialize(deserializer).map(KeyText::Shared)
+    }
+}
+
+impl From<&'static str> for KeyText {
+    fn from(text: &'static str) -> KeyText {
+        KeyText::Static(text)
+    }
+}
+
+impl From<Arc<str>> for KeyText {
+    fn from(text: Arc<str>) -> KeyText {
+        KeyText::Shared(text)
+    }
+}
+
+impl From<String> for KeyText {
+    fn from(text: String) -> KeyText {
+        KeyText::Shared(text.into())
     }
 }
 
@@ -294,9 +369,9 @@ pub fn rule_contributions(tracked: &Tracked, emit: &mut dyn FnMut(StatKey, i64))
     let language = tracked.language.map_or("", |l| l.0);
     for &(rule, count) in tracked.rules.iter() {
         for (dimension, key) in [
-            (Dimension::Rule, Cow::Borrowed("")),
-            (Dimension::RuleLanguage, Cow::Borrowed(language)),
-            (Dimension::RuleDir, Cow::Owned(tracked.dir.to_string())),
+            (Dimension::Rule, KeyText::Static("")),
+            (Dimension::RuleLanguage, KeyText::Static(language)),
+            (Dimension::RuleDir, KeyText::Shared(tracked.dir.clone())),
         ] {
             emit(
                 StatKey::new(dimension, key.clone(), Some(rule), Metric::Files),

@@ -209,7 +209,7 @@ struct StatColumns {
 impl StatColumns {
     fn append(&mut self, stat: &StatKey, rules: &RuleSet) {
         self.dimension.append_value(stat.dimension.as_str());
-        self.key.append_value(&stat.key);
+        self.key.append_value(&*stat.key);
         self.rule.append_option(stat.rule.map(|r| rules.id(r)));
         self.metric.append_value(stat.metric.as_str());
     }

@@ -74,9 +74,9 @@ impl FileEvent {
     }
 }
 
-/// The hash that assigns a (source, path) to a worker.
+/// The hash that assigns a (source, path) to a worker: the low bits of its [`path_id`].
 pub fn route(source: &str, path: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(path, xxhash_rust::xxh3::xxh3_64(source.as_bytes()))
+    path_id(source, path) as u64
 }
 
 /// A 128-bit identity of (source, path), the key of the current-versions collection.
