@@ -157,7 +157,22 @@ struct ReplayArgs {
     no_ignore: bool,
 }
 
+/// glibc's malloc hands large freed blocks back to the kernel (munmap, heap trimming) and maps
+/// them again for the next batch, a page fault per 4 KiB each time; every batch, part writer and
+/// arrangement batch allocates such blocks. Keeping them costs little memory (the blocks are
+/// reused) and saves about 5% of the CPU time of a replay of many small files.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
