@@ -62,7 +62,8 @@ impl ProgressDisplay {
                         mb / secs
                     ));
                     bar.tick();
-                    std::thread::sleep(Duration::from_millis(100));
+                    // Woken early by `finish`.
+                    std::thread::park_timeout(Duration::from_millis(100));
                 }
                 bar.finish_and_clear();
             }
@@ -76,6 +77,7 @@ impl ProgressDisplay {
     pub fn finish(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
