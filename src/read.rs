@@ -1,12 +1,13 @@
 //! FileEvent -> file bytes appended to a batch buffer, bounded by `max_file_bytes`; opens regular files
 //! only and never follows a symlink or opens a FIFO, socket or device.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::version::SkipReason;
 
@@ -46,7 +47,7 @@ const CACHED_DIRECTORIES: usize = 4;
 pub struct Reader {
     max_file_bytes: u64,
     /// Most recently used first.
-    directories: Vec<(PathBuf, OwnedFd)>,
+    directories: Vec<(Box<[u8]>, OwnedFd)>,
     /// The NUL-terminated name being opened.
     name: Vec<u8>,
 }
@@ -111,15 +112,19 @@ impl Reader {
     fn open(&mut self, path: &Path) -> std::io::Result<File> {
         const FLAGS: libc::c_int =
             libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-        let (Some(directory), Some(name)) = (path.parent(), path.file_name()) else {
+        // A plain split at the last '/': walked paths are clean, and anything else is opened
+        // by its whole path.
+        let bytes = path.as_os_str().as_bytes();
+        let split = memchr::memrchr(b'/', bytes).filter(|&i| i > 0);
+        let Some((directory, name)) = split.map(|i| (&bytes[..i], &bytes[i + 1..])) else {
             return OpenOptions::new().read(true).custom_flags(FLAGS).open(path);
         };
-        if directory.as_os_str().is_empty() {
+        if name.is_empty() || name == b"." || name == b".." {
             return OpenOptions::new().read(true).custom_flags(FLAGS).open(path);
         }
         let dirfd = self.directory(directory)?;
         self.name.clear();
-        self.name.extend_from_slice(name.as_bytes());
+        self.name.extend_from_slice(name);
         self.name.push(0);
         // SAFETY: `name` is NUL-terminated and has no other NUL (it is one path component);
         // `dirfd` is an open descriptor owned by the cache.
@@ -132,21 +137,21 @@ impl Reader {
     }
 
     /// A handle on `directory`, from the cache or opened (O_PATH: it only anchors lookups).
-    fn directory(&mut self, directory: &Path) -> std::io::Result<RawFd> {
-        if let Some(i) = self.directories.iter().position(|(d, _)| d == directory) {
+    fn directory(&mut self, directory: &[u8]) -> std::io::Result<RawFd> {
+        if let Some(i) = self.directories.iter().position(|(d, _)| **d == *directory) {
             self.directories[..=i].rotate_right(1);
             return Ok(self.directories[0].1.as_raw_fd());
         }
         let handle = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(directory)?;
+            .open(Path::new(OsStr::from_bytes(directory)))?;
         let fd = handle.as_raw_fd();
         if self.directories.len() == CACHED_DIRECTORIES {
             self.directories.pop();
         }
         self.directories
-            .insert(0, (directory.to_path_buf(), OwnedFd::from(handle)));
+            .insert(0, (directory.into(), OwnedFd::from(handle)));
         Ok(fd)
     }
 }

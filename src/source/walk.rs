@@ -140,8 +140,15 @@ fn event(
     entry: EntryType,
     unlistable: Option<String>,
 ) -> Option<FileEvent> {
-    let relative = path.strip_prefix(root).ok()?;
-    let bytes = relative.as_os_str().as_bytes();
+    // The walk joins entry names onto `root`, so its bytes are a prefix of every path.
+    let bytes = match path
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(root.as_os_str().as_bytes())
+    {
+        Some(rest) => trim_leading_slashes(rest),
+        None => path.strip_prefix(root).ok()?.as_os_str().as_bytes(),
+    };
     if bytes.is_empty() {
         return None;
     }
@@ -158,6 +165,13 @@ fn event(
         entry,
         origin,
     })
+}
+
+fn trim_leading_slashes(mut bytes: &[u8]) -> &[u8] {
+    while let [b'/', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 fn error_path(err: &ignore::Error) -> Option<PathBuf> {
