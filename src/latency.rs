@@ -81,7 +81,7 @@ impl LatencyRecorder {
     }
 }
 
-/// Logs the summary every `every` until `stop` is set.
+/// Logs the summary every `every` until `stop` is set (unpark the thread to stop it at once).
 pub fn log_periodically(
     recorder: std::sync::Arc<LatencyRecorder>,
     every: Duration,
@@ -90,7 +90,8 @@ pub fn log_periodically(
     std::thread::spawn(move || {
         let mut last = Instant::now();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
+            // Woken early by the caller when it stops.
+            std::thread::park_timeout(Duration::from_millis(100));
             if last.elapsed() >= every {
                 last = Instant::now();
                 let s = recorder.summary();

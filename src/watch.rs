@@ -100,6 +100,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
     let watched = watcher
         .join()
         .unwrap_or_else(|_| panic!("the watcher panicked"));
+    logger.thread().unpark();
     let _ = logger.join();
     let report = graph?;
     let watched = watched.map_err(WatchError::Source)?;
