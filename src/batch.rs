@@ -43,7 +43,6 @@ impl ContentBatch {
 /// Reads events' files into a growing batch.
 #[derive(Debug)]
 pub struct Batcher {
-    max_file_bytes: u64,
     reader: Reader,
     entries: Vec<BatchEntry>,
     values: Vec<u8>,
@@ -54,7 +53,6 @@ pub struct Batcher {
 impl Batcher {
     pub fn new(max_file_bytes: u64) -> Batcher {
         Batcher {
-            max_file_bytes,
             reader: Reader::new(max_file_bytes),
             entries: Vec::new(),
             values: Vec::new(),
@@ -141,7 +139,7 @@ impl Batcher {
             (EntryType::NotRegular, _) => Err(skip(SkipReason::NotRegular, None)),
             (EntryType::File, Origin::Disk(file)) => self.reader.read(&file, &mut self.values),
             (EntryType::File, Origin::Member(Member::Regular(content))) => {
-                if content.len() as u64 > self.max_file_bytes {
+                if content.len() as u64 > self.reader.max_file_bytes() {
                     return Err(skip(SkipReason::TooLarge, Some(content.len() as u64)));
                 }
                 self.values.extend_from_slice(&content);

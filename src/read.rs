@@ -30,12 +30,6 @@ impl Skip {
     }
 }
 
-/// Appends the contents of the regular file at `path` to `buf` and returns its length. `buf` is
-/// left as it was when the file is skipped.
-pub fn read_file(path: &Path, max_file_bytes: u64, buf: &mut Vec<u8>) -> Result<u64, Skip> {
-    Reader::new(max_file_bytes).read(path, buf)
-}
-
 /// Directories whose handles a [`Reader`] keeps.
 const CACHED_DIRECTORIES: usize = 4;
 
@@ -59,6 +53,11 @@ impl Reader {
             directories: Vec::with_capacity(CACHED_DIRECTORIES),
             name: Vec::new(),
         }
+    }
+
+    /// The size above which a file is not read.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
     }
 
     /// Closes the cached directory handles.
@@ -115,13 +114,13 @@ impl Reader {
         // A plain split at the last '/': walked paths are clean, and anything else is opened
         // by its whole path.
         let bytes = path.as_os_str().as_bytes();
-        let split = memchr::memrchr(b'/', bytes).filter(|&i| i > 0);
-        let Some((directory, name)) = split.map(|i| (&bytes[..i], &bytes[i + 1..])) else {
+        let split = memchr::memrchr(b'/', bytes)
+            .filter(|&i| i > 0)
+            .map(|i| (&bytes[..i], &bytes[i + 1..]))
+            .filter(|(_, name)| !matches!(*name, b"" | b"." | b".."));
+        let Some((directory, name)) = split else {
             return OpenOptions::new().read(true).custom_flags(FLAGS).open(path);
         };
-        if name.is_empty() || name == b"." || name == b".." {
-            return OpenOptions::new().read(true).custom_flags(FLAGS).open(path);
-        }
         let dirfd = self.directory(directory)?;
         self.name.clear();
         self.name.extend_from_slice(name);
@@ -219,9 +218,9 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"hello").unwrap();
         let mut buf = b"xx".to_vec();
-        assert_eq!(read_file(&p, 10, &mut buf).unwrap(), 5);
+        assert_eq!(Reader::new(10).read(&p, &mut buf).unwrap(), 5);
         assert_eq!(buf, b"xxhello");
-        let skip = read_file(&p, 4, &mut buf).unwrap_err();
+        let skip = Reader::new(4).read(&p, &mut buf).unwrap_err();
         assert_eq!(skip.reason, SkipReason::TooLarge);
         assert_eq!(skip.size, Some(5));
         assert_eq!(buf, b"xxhello");
@@ -267,15 +266,19 @@ mod tests {
     fn missing_symlink_and_fifo_are_skipped_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let mut buf = Vec::new();
-        let missing = read_file(&dir.path().join("nope"), 10, &mut buf).unwrap_err();
+        let missing = Reader::new(10)
+            .read(&dir.path().join("nope"), &mut buf)
+            .unwrap_err();
         assert_eq!(missing.reason, SkipReason::Vanished);
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
-        let link = read_file(&dir.path().join("link"), 10, &mut buf).unwrap_err();
+        let link = Reader::new(10)
+            .read(&dir.path().join("link"), &mut buf)
+            .unwrap_err();
         assert_eq!(link.reason, SkipReason::Symlink);
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        let skip = read_file(&fifo, 10, &mut buf).unwrap_err();
+        let skip = Reader::new(10).read(&fifo, &mut buf).unwrap_err();
         assert_eq!(skip.reason, SkipReason::NotRegular);
         assert!(buf.is_empty());
     }

@@ -426,27 +426,19 @@ pub fn duplicate_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
         })
 }
 
-/// The first `depth` directory components of `path`'s directory, '/'-joined; `'.'` for a file at
-/// the top.
-pub fn directory_key(path: &[u8], depth: usize) -> String {
-    directory_prefix(path, depth).map_or_else(
-        || ".".to_string(),
-        |prefix| String::from_utf8_lossy(prefix).into_owned(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::directory_key;
+    use super::DirKeys;
 
     #[test]
     fn directory_keys() {
-        assert_eq!(directory_key(b"a.rs", 1), ".");
-        assert_eq!(directory_key(b"src/a.rs", 1), "src");
-        assert_eq!(directory_key(b"src/x/y/a.rs", 2), "src/x");
-        assert_eq!(directory_key(b"src/x/a.rs", 5), "src/x");
-        assert_eq!(directory_key(b"src/x/a.rs", 0), ".");
-        let mut keys = super::DirKeys::new(1);
+        let key = |path: &[u8], depth| DirKeys::new(depth).key(path).to_string();
+        assert_eq!(key(b"a.rs", 1), ".");
+        assert_eq!(key(b"src/a.rs", 1), "src");
+        assert_eq!(key(b"src/x/y/a.rs", 2), "src/x");
+        assert_eq!(key(b"src/x/a.rs", 5), "src/x");
+        assert_eq!(key(b"src/x/a.rs", 0), ".");
+        let mut keys = DirKeys::new(1);
         assert_eq!(&*keys.key(b"src/x/a.rs"), "src");
         assert_eq!(&*keys.key(b"src/b.rs"), "src");
         assert_eq!(&*keys.key(b"b.rs"), ".");

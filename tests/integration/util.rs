@@ -264,16 +264,19 @@ impl Watching {
     }
 }
 
+/// The value of column `name` in a row as [`rows`] prints it (`name=value`, space-separated).
+fn row_field(row: &str, name: &str) -> String {
+    row.split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap()
+        .to_string()
+}
+
 /// Current versions in a lake: path -> (size, hash, skip_reason), from the latest row per path.
 pub fn current_versions(lake: &Path) -> BTreeMap<String, String> {
     let mut latest: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
     for row in rows(lake, "files", &[]) {
-        let field = |name: &str| {
-            row.split(' ')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .to_string()
-        };
+        let field = |name: &str| row_field(&row, name);
         let path = field("path");
         let epoch: u64 = field("epoch").parse().unwrap();
         let value = (field("op") == "\"upsert\"").then(|| {
@@ -378,12 +381,7 @@ pub fn assert_same_as_replay(dir: &Path, source: &str, watch_lake: &Path, tmp: &
 pub fn history_problems(lake: &Path) -> Vec<String> {
     let mut by_path: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     for row in rows(lake, "files", &[]) {
-        let field = |name: &str| {
-            row.split(' ')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .to_string()
-        };
+        let field = |name: &str| row_field(&row, name);
         let version = format!(
             "op={} size={} hash={} skip={}",
             field("op"),
