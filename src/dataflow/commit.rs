@@ -1,7 +1,7 @@
 //! The commit coordinator: on worker 0, once the graph's frontier shows a requested commit epoch
 //! complete on every worker (every lake writer has closed its parts for it, see `write_lake`), it
-//! closes the `stats_changes` part, writes the commit record, then replaces
-//! `stats_current.parquet`. It also starts checkpoints in the background and records them in a
+//! closes the `stats_changes` part, writes the commit record, moves the parts it covers into their
+//! table directories, then replaces `stats_current.parquet`. It also starts checkpoints in the background and records them in a
 //! later commit once they are durable.
 
 use std::sync::Arc;
@@ -162,6 +162,9 @@ impl Committer {
         });
         self.lake.commit(epoch, "epoch", checkpoint, replay)?;
         self.committed = epoch;
+        // The record is durable: the parts it covers become visible to readers, then the
+        // statistics that match them.
+        self.lake.publish(epoch)?;
         self.stats.write_current(epoch)?;
         self.maybe_start_checkpoint(epoch);
         Ok(())

@@ -1,9 +1,13 @@
-//! The commit protocol (DESIGN.md §4). Part files are written hidden, fsynced and renamed to
+//! The commit protocol (DESIGN.md §4). Part files are written hidden under
+//! `LAKE/_exoflow/pending/<table>/`, fsynced and renamed there to
 //! `part-<worker>-<first_epoch>-<last_epoch>-<seq>.parquet` when closed; once every part holding
 //! rows of epochs up to E is closed, a commit record for E is written atomically under
-//! `LAKE/_exoflow/commits/`. The newest record is the lake's committed state: a part whose last
-//! epoch is past it was written by a run that did not reach its commit, and [`Lake::open`] removes
-//! it, with every temporary file, before a run writes anything.
+//! `LAKE/_exoflow/commits/`, and only then are the pending parts it covers renamed into their table
+//! directories ([`Lake::publish`]): **a reader of `LAKE/<table>/*.parquet` sees committed rows
+//! only**. The newest record is the lake's committed state: [`Lake::open`] finishes the renames
+//! a crash interrupted (pending parts the record covers), and removes pending parts past it, which
+//! a run that did not reach its commit wrote, with every temporary file, before a run writes
+//! anything.
 //!
 //! `_exoflow/` stays small: the newest [`KEEP_RECORDS`] records, a lock file, and at most one
 //! checkpoint (see `sink::restore`).
@@ -22,6 +26,8 @@ use crate::pipeline::Pipeline;
 pub const LOG_DIR: &str = "_exoflow";
 /// Commit records, named by sequence number.
 const COMMITS_DIR: &str = "commits";
+/// Closed part files not yet covered by a commit record, one directory per table.
+const PENDING_DIR: &str = "pending";
 /// Records kept; older ones are removed once a newer one is durable.
 pub const KEEP_RECORDS: usize = 8;
 /// The tables written as part files, one directory each.
@@ -99,6 +105,9 @@ pub struct Lake {
     pipeline: String,
     rules: Vec<String>,
     head: Mutex<Option<CommitRecord>>,
+    /// Held while a table directory's set of parts changes (a publish, a compaction's swap), so
+    /// that a compaction never swaps away a part published while it built its copy.
+    tables: Mutex<()>,
 }
 
 impl Lake {
@@ -163,6 +172,7 @@ impl Lake {
             pipeline: fingerprint,
             rules,
             head: Mutex::new(head),
+            tables: Mutex::new(()),
         };
         lake.remove_uncommitted()?;
         Ok(lake)
@@ -187,12 +197,60 @@ impl Lake {
         checkpoint_dir(&self.root, epoch)
     }
 
-    /// Removes temporary files, parts past the committed epoch, compaction leftovers and
-    /// checkpoints the head does not name.
+    /// Holds the table directories still while `f` changes one (see [`Lake::publish`]).
+    pub fn with_tables_locked<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
+    /// Moves the pending parts whose epochs are all at most `epoch` into their table directories,
+    /// durably; `epoch` must be committed. Returns how many moved.
+    pub fn publish(&self, epoch: u64) -> Result<usize, SinkError> {
+        self.with_tables_locked(|| {
+            let mut moved = 0;
+            for table in PART_TABLES {
+                let pending = pending_dir(&self.root, table);
+                let ready: Vec<String> = match std::fs::read_dir(&pending) {
+                    Ok(entries) => entries
+                        .filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|name| part_epochs(name).is_some_and(|(_, last)| last <= epoch))
+                        .collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error(&pending)(e)),
+                };
+                if ready.is_empty() {
+                    continue;
+                }
+                let dir = self.root.join(table);
+                std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+                for name in &ready {
+                    let target = dir.join(name);
+                    std::fs::rename(pending.join(name), &target).map_err(io_error(&target))?;
+                }
+                sync_dir(&dir)?;
+                sync_dir(&pending)?;
+                moved += ready.len();
+            }
+            Ok(moved)
+        })
+    }
+
+    /// Finishes the publication a crash interrupted, then removes temporary files, parts past the
+    /// committed epoch, compaction leftovers and checkpoints the head does not name.
     fn remove_uncommitted(&self) -> Result<(), SinkError> {
         let committed = self.committed();
+        self.publish(committed)?;
         let mut removed = 0usize;
         for table in PART_TABLES {
+            let pending = pending_dir(&self.root, table);
+            if let Ok(entries) = std::fs::read_dir(&pending) {
+                for entry in entries.filter_map(|e| e.ok()) {
+                    remove(&entry.path())?;
+                    removed += 1;
+                }
+                sync_dir(&pending)?;
+            }
             let dir = self.root.join(table);
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -276,6 +334,11 @@ impl Lake {
         *head = Some(record.clone());
         Ok(record)
     }
+}
+
+/// Where the closed, not yet committed part files of `table` wait (see [`Lake::publish`]).
+pub fn pending_dir(root: &Path, table: &str) -> PathBuf {
+    root.join(LOG_DIR).join(PENDING_DIR).join(table)
 }
 
 /// The directory of the checkpoint at `epoch` in the lake at `root` (see `sink::restore`).
@@ -416,6 +479,32 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(records, KEEP_RECORDS);
+    }
+
+    #[test]
+    fn open_publishes_pending_parts_a_record_covers_and_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = Pipeline::default_pack();
+        let lake = Lake::open(dir.path(), Some(&pipeline)).unwrap();
+        let pending = pending_dir(dir.path(), "matches");
+        std::fs::create_dir_all(&pending).unwrap();
+        for name in [
+            "part-0000-1-2-0000.parquet",
+            "part-0001-3-3-0001.parquet",
+            ".part-0000-77-0002.parquet.tmp",
+        ] {
+            std::fs::write(pending.join(name), b"x").unwrap();
+        }
+        // A crash right after the record for epoch 2, before the publication.
+        lake.commit(2, "epoch", None, None).unwrap();
+        assert!(parts(dir.path(), "matches").is_empty());
+        drop(lake);
+        Lake::open(dir.path(), Some(&pipeline)).unwrap();
+        assert_eq!(
+            parts(dir.path(), "matches"),
+            [dir.path().join("matches/part-0000-1-2-0000.parquet")]
+        );
+        assert_eq!(std::fs::read_dir(&pending).unwrap().count(), 0);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Record batches -> Parquet part files (zstd, statistics on), written as hidden `*.parquet.tmp` files,
-//! fsynced and renamed into place when complete, so that a reader never sees a half-written file.
+//! Record batches -> Parquet part files (zstd, statistics on), written as hidden `*.parquet.tmp` files
+//! under `_exoflow/pending/<table>/`, fsynced and renamed to their part name there when complete. They
+//! move into the table directory only once a commit record covers them (`Lake::publish`), so that a
+//! reader never sees a half-written file, nor a row that a crash could take back.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
-use super::commit::sync_dir;
+use super::commit::{pending_dir, sync_dir};
 use super::schema::{TableSchema, table};
 use super::tables;
 use crate::pipeline::RuleSet;
@@ -64,7 +66,7 @@ impl PartWriter {
     pub fn new(lake: &Path, name: &str, worker: usize) -> PartWriter {
         PartWriter {
             table: table(name),
-            dir: lake.join(name),
+            dir: pending_dir(lake, name),
             worker,
             sequence: 0,
             open: None,
@@ -134,7 +136,8 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Finishes the open part: footer, fsync, rename to its final name, fsync of the directory.
+    /// Finishes the open part: footer, fsync, rename to its part name (still pending, see
+    /// `Lake::publish`), fsync of the directory.
     pub fn close(&mut self) -> Result<(), SinkError> {
         let Some(part) = self.open.take() else {
             return Ok(());
