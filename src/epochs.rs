@@ -9,14 +9,23 @@
 //! Events are stamped under a read lock and an epoch is sealed under the write lock, so that when
 //! an epoch is sealed every event of it is already in the channel, before any event of a later
 //! epoch: parallel walker threads need no other coordination.
+//!
+//! A source that fails part way through a snapshot (a damaged archive, an interrupted one)
+//! abandons its epochs: nothing from the first of them on is ever committed. And the clock bounds
+//! the bytes that events carry inline (archive members): a send waits while more than
+//! [`MAX_INLINE_BYTES`] are between the sources and the kernel stage.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendError, Sender};
 
-use crate::source::FileEvent;
+use crate::source::{FileEvent, Member, Origin};
+
+/// Bytes of archive members that may be on their way to the kernel stage at once (256 MiB); a
+/// member larger than that is still admitted, alone.
+pub const MAX_INLINE_BYTES: u64 = 256 << 20;
 
 /// One complete listing of a source: every path of `source` that no event of epochs
 /// `first..=last` mentioned is gone.
@@ -48,6 +57,15 @@ pub struct EpochClock {
     opened_us: AtomicU64,
     start: Instant,
     log: Mutex<Log>,
+    /// While set, epochs are not rolled by age (an archive is being read: it commits whole).
+    hold_rolls: AtomicBool,
+    /// The first abandoned epoch: this and every later one is never committed.
+    abandoned_from: AtomicU64,
+    /// Inline bytes sent and not yet released by the kernel stage; None once the graph is gone.
+    inline: Mutex<Option<u64>>,
+    inline_released: Condvar,
+    /// Once set, every send fails, as if the graph had hung up: the source stops.
+    stop: Mutex<Option<std::sync::Arc<AtomicBool>>>,
 }
 
 impl EpochClock {
@@ -63,7 +81,90 @@ impl EpochClock {
             opened_us: AtomicU64::new(0),
             start: Instant::now(),
             log: Mutex::new(Log::default()),
+            hold_rolls: AtomicBool::new(false),
+            abandoned_from: AtomicU64::new(u64::MAX),
+            inline: Mutex::new(Some(0)),
+            inline_released: Condvar::new(),
+            stop: Mutex::new(None),
         }
+    }
+
+    /// Sends fail once `flag` is set (Ctrl-C), so that every source stops where it is.
+    pub fn stop_on(&self, flag: std::sync::Arc<AtomicBool>) {
+        *self.stop.lock().expect("clock lock") = Some(flag);
+    }
+
+    /// Whether the stop flag is set.
+    pub fn stopped(&self) -> bool {
+        self.stop
+            .lock()
+            .expect("clock lock")
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    }
+
+    /// While `hold` is set, an epoch is never sealed by age: what is sent is committed only at
+    /// the next explicit seal (a whole archive, once its end and checksum were read).
+    pub fn hold_rolls(&self, hold: bool) {
+        self.hold_rolls.store(hold, Ordering::Release);
+    }
+
+    /// Abandons `from` and every later epoch: none of them is ever committed. Their events may
+    /// still flow through the graph; what they write stays pending and is removed when the lake is
+    /// next opened.
+    pub fn abandon_from(&self, from: u64) {
+        self.abandoned_from.fetch_min(from, Ordering::AcqRel);
+    }
+
+    /// The last epoch that may be committed.
+    pub fn committable_through(&self) -> u64 {
+        self.abandoned_from
+            .load(Ordering::Acquire)
+            .saturating_sub(1)
+    }
+
+    /// The bytes `event` carries inline.
+    pub fn inline_bytes(event: &FileEvent) -> u64 {
+        match &event.origin {
+            Origin::Member(Member::Regular(content)) => content.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Waits until `bytes` more inline bytes fit under [`MAX_INLINE_BYTES`] (or nothing else is
+    /// in flight), then counts them.
+    fn admit_inline(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut inline = self.inline.lock().expect("clock lock");
+        while let Some(n) = *inline
+            && n > 0
+            && n + bytes > MAX_INLINE_BYTES
+        {
+            inline = self.inline_released.wait(inline).expect("clock lock");
+        }
+        if let Some(n) = inline.as_mut() {
+            *n += bytes;
+        }
+    }
+
+    /// The graph has stopped: no send waits for it any more (the send itself then fails).
+    pub fn close_inline(&self) {
+        *self.inline.lock().expect("clock lock") = None;
+        self.inline_released.notify_all();
+    }
+
+    /// The kernel stage is done with `bytes` inline bytes.
+    pub fn release_inline(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut inline = self.inline.lock().expect("clock lock");
+        if let Some(n) = inline.as_mut() {
+            *n = n.saturating_sub(bytes);
+        }
+        self.inline_released.notify_all();
     }
 
     /// The open epoch.
@@ -89,9 +190,14 @@ impl EpochClock {
         sender: &Sender<FileEvent>,
         mut event: FileEvent,
     ) -> Result<(), SendError<FileEvent>> {
+        if self.stopped() {
+            return Err(SendError(event));
+        }
         if self.roll_due() {
             self.roll();
         }
+        // Outside the lock: a seal never waits for the kernel stage.
+        self.admit_inline(Self::inline_bytes(&event));
         let open = self.open.read().expect("clock lock");
         event.epoch = *open;
         self.last_stamped.fetch_max(*open, Ordering::AcqRel);
@@ -103,6 +209,9 @@ impl EpochClock {
         let Some(after) = self.roll_after else {
             return false;
         };
+        if self.hold_rolls.load(Ordering::Acquire) {
+            return false;
+        }
         let opened = Duration::from_micros(self.opened_us.load(Ordering::Acquire));
         self.start.elapsed() >= opened + after
     }
@@ -145,8 +254,9 @@ impl EpochClock {
         epoch
     }
 
-    /// The highest requested commit epoch that is at most `epoch`.
+    /// The highest requested commit epoch that is at most `epoch` and not abandoned.
     pub fn commit_at_or_before(&self, epoch: u64) -> Option<u64> {
+        let epoch = epoch.min(self.committable_through());
         let log = self.log.lock().expect("clock lock");
         log.commits.iter().rev().find(|&&c| c <= epoch).copied()
     }
@@ -166,7 +276,8 @@ impl EpochClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{EntryType, EventKind, Origin};
+    use crate::source::{EntryType, EventKind};
+    use std::sync::Arc;
 
     fn event() -> FileEvent {
         FileEvent {
@@ -200,6 +311,43 @@ mod tests {
         };
         assert_eq!(clock.snapshots_from(0, 4), [snapshot]);
         assert!(clock.snapshots_from(1, 9).is_empty());
+    }
+
+    #[test]
+    fn abandoned_epochs_are_never_commit_points_and_held_rolls_wait() {
+        let clock = EpochClock::new(1, Some(Duration::ZERO));
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        clock.hold_rolls(true);
+        clock.send(&tx, event()).unwrap();
+        clock.send(&tx, event()).unwrap();
+        assert_eq!(clock.open(), 1, "no roll while held");
+        clock.hold_rolls(false);
+        assert_eq!(clock.seal(true, &[]), 1);
+        assert_eq!(clock.seal(true, &[]), 2);
+        clock.abandon_from(2);
+        assert_eq!(clock.committable_through(), 1);
+        assert_eq!(clock.commit_at_or_before(9), Some(1));
+    }
+
+    #[test]
+    fn inline_bytes_wait_for_the_kernel_stage() {
+        let clock = Arc::new(EpochClock::new(1, None));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let member = |n: usize| FileEvent {
+            origin: Origin::Member(Member::Regular(vec![0; n])),
+            ..event()
+        };
+        let big = (MAX_INLINE_BYTES / 2 + 1) as usize;
+        clock.send(&tx, member(big)).unwrap();
+        let sender = std::thread::spawn({
+            let clock = clock.clone();
+            move || clock.send(&tx, member(big)).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(rx.try_iter().count(), 1, "the second member waits");
+        clock.release_inline(big as u64);
+        sender.join().unwrap();
+        assert_eq!(rx.try_iter().count(), 1);
     }
 
     #[test]

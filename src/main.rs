@@ -235,12 +235,10 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             );
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            return fail(&anyhow::Error::new(e).context("cannot handle signals"), 1);
-        }
-    }
+    let stop = match stop_on_signals() {
+        Ok(stop) => stop,
+        Err(code) => return code,
+    };
     let config = WatchRun {
         roots,
         lake: args.run.out.clone(),
@@ -316,6 +314,10 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
     if workers == 0 {
         return fail(&anyhow::anyhow!("--workers must be at least 1"), 2);
     }
+    let stop = match stop_on_signals() {
+        Ok(stop) => stop,
+        Err(code) => return code,
+    };
     let options = ReplayOptions {
         paths: args.paths,
         lake: args.run.out,
@@ -327,6 +329,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         progress_bar: std::io::stderr().is_terminal(),
         commit_interval: args.run.commit_interval,
         checkpoint_rows: args.run.checkpoint_rows,
+        stop: Some(stop),
     };
     match replay(options) {
         Ok(summary) => {
@@ -334,10 +337,16 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             match summary.source_error {
                 Some(e) => fail(
                     &anyhow::Error::new(e).context(
-                        "the replay stopped early; rows read before the error are in the lake",
+                        "the replay stopped early; nothing of the failed snapshot was committed",
                     ),
                     1,
                 ),
+                None if summary.interrupted => {
+                    eprintln!(
+                        "error: interrupted; what was read is committed, nothing was deleted, and running the same replay again continues it"
+                    );
+                    ExitCode::from(130)
+                }
                 None => ExitCode::SUCCESS,
             }
         }
@@ -345,6 +354,24 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         Err(ReplayError::Lake(e)) => fail(&anyhow::Error::new(e), 2),
         Err(e) => fail(&anyhow::Error::new(e), 1),
     }
+}
+
+/// A flag that Ctrl-C or SIGTERM sets, so that a run stops gracefully; a second signal ends
+/// the process at once (exit 130), as a user pressing Ctrl-C twice expects.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let registered =
+            signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+                .and_then(|_| signal_hook::flag::register(signal, stop.clone()));
+        if let Err(e) = registered {
+            return Err(fail(
+                &anyhow::Error::new(e).context("cannot handle signals"),
+                1,
+            ));
+        }
+    }
+    Ok(stop)
 }
 
 /// Prints to stdout; a closed pipe (`| head`) is not an error.

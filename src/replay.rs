@@ -5,6 +5,7 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::dataflow::commit::ReplayPlan;
@@ -39,6 +40,8 @@ pub struct ReplayOptions {
     pub commit_interval: Duration,
     /// See [`GraphPlan::checkpoint_rows`].
     pub checkpoint_rows: u64,
+    /// Set by Ctrl-C or SIGTERM: the replay stops where it is and commits what is complete.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Why a replay could not run at all.
@@ -67,8 +70,11 @@ pub struct ReplaySummary {
     pub observed_bytes: u64,
     pub report: SinkReport,
     pub rule_ids: Vec<String>,
-    /// A source failure part way (a corrupt archive): rows before it were written.
+    /// A source failure part way (a corrupt archive): nothing of the failed snapshot was
+    /// committed; the snapshots before it were.
     pub source_error: Option<SourceError>,
+    /// The run was stopped (Ctrl-C, SIGTERM) before its last snapshot was complete.
+    pub interrupted: bool,
     /// Paths restored from the lake's committed state, and the rows read for them.
     pub restored_paths: usize,
     pub restored_rows: u64,
@@ -77,6 +83,13 @@ pub struct ReplaySummary {
     pub resumed_after: usize,
     /// Snapshots this run replayed.
     pub snapshots: usize,
+}
+
+/// How the source thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Complete,
+    Interrupted,
 }
 
 /// One input, checked before anything starts.
@@ -135,6 +148,9 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let snapshots = inputs.len() - resumed_after;
     let first_epoch = lake.committed() + 1;
     let clock = Arc::new(EpochClock::new(first_epoch, Some(options.commit_interval)));
+    if let Some(stop) = &options.stop {
+        clock.stop_on(stop.clone());
+    }
     let workers = options.workers.max(1);
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), options.progress_bar);
@@ -150,7 +166,14 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         let (strip_components, no_ignore) = (options.strip_components, options.no_ignore);
         move || {
             for input in inputs.into_iter().skip(resumed_after) {
+                if clock.stopped() {
+                    return Ok(Ended::Interrupted);
+                }
                 let first = clock.open();
+                // An archive's members can be checked only once it is read to its end (the
+                // checksum of a compressed stream is in its trailer): it commits whole.
+                let archive = matches!(input, Input::Archive(_));
+                clock.hold_rolls(archive);
                 let result = match &input {
                     Input::Archive(path) => {
                         let archive_options = ArchiveOptions {
@@ -168,11 +191,27 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
                         walk(path, &source, &clock, &walk_options, &sender).map(|_| ())
                     }
                 };
-                // A failed snapshot is not complete: it ends no snapshot, so it deletes nothing.
-                result?;
+                clock.hold_rolls(false);
+                if let Err(error) = result {
+                    // A failed snapshot is not complete: nothing of it is committed, so it
+                    // neither deletes nor changes anything.
+                    clock.abandon_from(first);
+                    return Err(error);
+                }
+                if clock.stopped() {
+                    // An interrupted directory walk read every file it sent correctly: those
+                    // are committed, and since the snapshot is not complete, nothing is deleted.
+                    // An interrupted archive was not verified: nothing of it is committed.
+                    if archive {
+                        clock.abandon_from(first);
+                    } else {
+                        clock.seal(true, &[]);
+                    }
+                    return Ok(Ended::Interrupted);
+                }
                 clock.seal(true, &[(&source, first)]);
             }
-            Ok::<(), SourceError>(())
+            Ok::<Ended, SourceError>(Ended::Complete)
         }
     });
     let plan = GraphPlan {
@@ -198,6 +237,12 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .unwrap_or_else(|_| panic!("the source thread panicked"));
     display.finish();
     let report = graph?;
+    let (interrupted, source_error) = match source_result {
+        // A signal that came after the last snapshot was read still stopped nothing: the run
+        // finished its work, but says that it was interrupted.
+        Ok(ended) => (ended == Ended::Interrupted || clock.stopped(), None),
+        Err(error) => (false, Some(error)),
+    };
     Ok(ReplaySummary {
         source,
         lake: options.lake,
@@ -208,7 +253,8 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         observed_bytes: progress.bytes(),
         report,
         rule_ids,
-        source_error: source_result.err(),
+        source_error,
+        interrupted,
         restored_paths,
         restored_rows,
         resumed_after,
@@ -234,6 +280,12 @@ impl fmt::Display for ReplaySummary {
             self.observed_bytes as f64 / 1e6 / secs,
             self.workers,
         )?;
+        if self.interrupted {
+            writeln!(
+                f,
+                "interrupted: what was read is committed; a snapshot cut short deletes nothing"
+            )?;
+        }
         if self.resumed_after > 0 {
             writeln!(
                 f,

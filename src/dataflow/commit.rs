@@ -113,6 +113,9 @@ impl Committer {
     /// Applies the statistic changes of a complete epoch; epoch 0 is the restored state, which is
     /// already in the lake.
     pub fn apply(&mut self, epoch: u64, changes: FxHashMap<StatKey, i64>) -> Result<(), SinkError> {
+        if epoch > self.clock.committable_through() {
+            return Ok(()); // never committed: a failed snapshot's
+        }
         self.stats.apply(epoch, changes, epoch > 0)
     }
 
@@ -137,10 +140,14 @@ impl Committer {
         }
     }
 
-    /// The input is exhausted and every epoch complete: commits at the run's last epoch, and
-    /// records a checkpoint still being written once it is durable.
+    /// The input is exhausted and every epoch complete: commits at the run's last epoch that is
+    /// not abandoned, and records a checkpoint still being written once it is durable.
     pub fn finish_run(&mut self) -> Result<(), SinkError> {
-        let last = self.clock.last().max(self.committed);
+        let last = self
+            .clock
+            .last()
+            .min(self.clock.committable_through())
+            .max(self.committed);
         if last > self.committed {
             self.commit(last)?;
         }

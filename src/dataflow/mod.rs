@@ -122,11 +122,15 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
         rows_written: Arc::new(AtomicU64::new(0)),
     });
     let config = timely::Config::process(workers);
+    let clock = shared.plan.clock.clone();
     let guards = timely::execute(config, move |worker| run_worker(worker, &shared, &events))
         .map_err(GraphError::Timely)?;
     let mut report = SinkReport::default();
     let mut first_error = None;
-    for result in guards.join() {
+    let results = guards.join();
+    // A source waiting for the graph to take its members must not wait for good.
+    clock.close_inline();
+    for result in results {
         match result {
             Ok(Ok(worker_report)) => report.merge(worker_report),
             Ok(Err(e)) => {
@@ -380,24 +384,27 @@ fn featurize<'scope>(
             move |input, output| {
                 let plan = &shared.plan;
                 input.for_each(|capability, data| {
-                    let mut flush = |batcher: &mut Batcher| {
+                    let mut inline = 0;
+                    let mut flush = |batcher: &mut Batcher, inline: &mut u64| {
                         let (files, bytes) = (batcher.len(), batcher.bytes());
                         let (versions, contents) = plan.stage.run(batcher.finish());
                         batcher.recycle(contents);
                         plan.progress.add(files as u64, bytes as u64);
                         shared.in_flight.fetch_sub(files, Ordering::AcqRel);
+                        plan.clock.release_inline(std::mem::take(inline));
                         output
                             .session(&capability)
                             .give_iterator(versions.into_iter());
                     };
                     for event in data.drain(..) {
+                        inline += EpochClock::inline_bytes(&event);
                         batcher.push(event);
                         if batcher.is_full() {
-                            flush(&mut batcher);
+                            flush(&mut batcher, &mut inline);
                         }
                     }
                     if !batcher.is_empty() {
-                        flush(&mut batcher);
+                        flush(&mut batcher, &mut inline);
                     }
                 });
             }

@@ -4,6 +4,7 @@ mod compact;
 mod crash;
 mod lake_visibility;
 mod replay;
+mod replay_stop;
 mod restart;
 mod stats;
 mod util;
