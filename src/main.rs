@@ -106,6 +106,14 @@ struct RunArgs {
     /// amount.
     #[arg(long, value_name = "ROWS", default_value_t = 100_000)]
     checkpoint_rows: u64,
+    /// Do not compact the lake's tables in the background while running.
+    #[arg(long)]
+    no_auto_compact: bool,
+    /// Background compaction merges parts below 64 MiB by size tier: a tier (sizes within a
+    /// factor of N) is merged once it holds N parts, so each table keeps fewer than N small
+    /// parts per tier however long the run.
+    #[arg(long, value_name = "N", default_value_t = exoflow::sink::compact::DEFAULT_AUTO_FANOUT as u16, value_parser = clap::value_parser!(u16).range(2..=1024))]
+    compact_fanout: u16,
 }
 
 impl RunArgs {
@@ -115,6 +123,14 @@ impl RunArgs {
             Some(path) => Pipeline::load(path).map_err(|e| fail(&anyhow::Error::new(e), 2)),
             None => Ok(Pipeline::default_pack()),
         }
+    }
+
+    /// The background compaction policy, or None with --no-auto-compact.
+    fn auto_compact(&self) -> Option<exoflow::sink::compact::AutoCompact> {
+        (!self.no_auto_compact).then(|| exoflow::sink::compact::AutoCompact {
+            fanout: usize::from(self.compact_fanout),
+            ..Default::default()
+        })
     }
 
     fn workers(&self) -> usize {
@@ -253,6 +269,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         },
         commit_interval: args.run.commit_interval,
         checkpoint_rows: args.run.checkpoint_rows,
+        auto_compact: args.run.auto_compact(),
     };
     eprintln!("watching; Ctrl-C or SIGTERM stops, commits and prints the summary");
     match exoflow::watch::run(config, stop) {
@@ -318,6 +335,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         Ok(stop) => stop,
         Err(code) => return code,
     };
+    let auto_compact = args.run.auto_compact();
     let options = ReplayOptions {
         paths: args.paths,
         lake: args.run.out,
@@ -329,6 +347,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         progress_bar: std::io::stderr().is_terminal(),
         commit_interval: args.run.commit_interval,
         checkpoint_rows: args.run.checkpoint_rows,
+        auto_compact,
         stop: Some(stop),
     };
     match replay(options) {

@@ -17,6 +17,7 @@ use crate::pipeline::Pipeline;
 use crate::progress::{Progress, ProgressDisplay};
 use crate::sink::SinkReport;
 use crate::sink::commit::LakeError;
+use crate::sink::compact::AutoCompact;
 use crate::sink::restore::open_for_run;
 use crate::source::archive::{ArchiveOptions, is_archive, read_archive};
 use crate::source::walk::{WalkOptions, walk};
@@ -40,6 +41,8 @@ pub struct ReplayOptions {
     pub commit_interval: Duration,
     /// See [`GraphPlan::checkpoint_rows`].
     pub checkpoint_rows: u64,
+    /// See [`GraphPlan::auto_compact`].
+    pub auto_compact: Option<AutoCompact>,
     /// Set by Ctrl-C or SIGTERM: the replay stops where it is and commits what is complete.
     pub stop: Option<Arc<AtomicBool>>,
 }
@@ -227,6 +230,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             skipped: resumed_after,
         }),
         checkpoint_rows: options.checkpoint_rows,
+        auto_compact: options.auto_compact,
         stage: Arc::new(KernelStage::new(Box::new(CpuBackend), options.pipeline)),
         progress: progress.clone(),
         latency: None,

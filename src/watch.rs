@@ -31,6 +31,8 @@ pub struct WatchRun {
     pub commit_interval: Duration,
     /// See [`GraphPlan::checkpoint_rows`].
     pub checkpoint_rows: u64,
+    /// See [`GraphPlan::auto_compact`].
+    pub auto_compact: Option<crate::sink::compact::AutoCompact>,
 }
 
 /// Why watching failed.
@@ -90,6 +92,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         restored,
         replay: None,
         checkpoint_rows: config.checkpoint_rows,
+        auto_compact: config.auto_compact,
         stage: Arc::new(KernelStage::new(Box::new(CpuBackend), config.pipeline)),
         progress: progress.clone(),
         latency: Some(latency.clone()),

@@ -2,7 +2,7 @@
 """Kill exoflow with SIGKILL at random moments and check that the lake ends exact.
 
 Usage: crash_harness.py --exoflow BIN --work DIR [--files N] [--replay-kills K]
-                        [--watch-kills K] [--seed S]
+                        [--watch-kills K] [--compact-kills K] [--seed S]
 
 Replay: two snapshots of a generated tree of N small files (benches/gen_small_files.py; the
 second snapshot edits, deletes, adds and renames files) are replayed into a lake with a short
@@ -10,6 +10,9 @@ commit interval; each run is killed after a random delay until K runs were kille
 the end. Watch: a directory that a mutator thread keeps changing (create, modify, delete,
 rename, new directories) is watched; the watcher is killed K times at random moments (the
 directory keeps changing while it is down), then run to a graceful stop once the changes stop.
+Compaction: the same with commits every 50 ms and background compaction at its most eager
+(--compact-fanout 2), so that kills land while a compaction is merging or swapping a table; a
+kill that left a compaction's staging directory behind is counted as one during compaction.
 
 Each lake is compared with an uninterrupted run over the same final tree (read with pyarrow):
   missing     current versions of the reference that the lake lacks or holds differently
@@ -240,16 +243,26 @@ class Mutator(threading.Thread):
             time.sleep(0.004)
 
 
-def watch_part(args, rng):
-    watched = os.path.join(args.work, "watched")
+def compacting(lake):
+    """Whether a background compaction was under way: its staging directory is there."""
+    log = os.path.join(lake, "_exoflow")
+    return os.path.isdir(log) and any(n.startswith("staging-auto-") for n in os.listdir(log))
+
+
+def watch_part(args, rng, name="watch", kills=None, extra=()):
+    kills = args.watch_kills if kills is None else kills
+    watched = os.path.join(args.work, f"{name}ed" if name == "watch" else f"{name}-watched")
     run([sys.executable, GENERATOR, watched, "--files", str(max(args.files // 10, 100)),
          "--seed", str(args.seed + 1)])
-    lake = os.path.join(args.work, "watch-lake")
-    cmd = [args.exoflow, "watch", watched, "--out", lake, "--commit-interval", "100ms"]
+    lake = os.path.join(args.work, f"{name}-lake")
+    interval = "50ms" if extra else "100ms"
+    cmd = [args.exoflow, "watch", watched, "--out", lake, "--commit-interval", interval, *extra]
     mutator = Mutator(watched, random.Random(args.seed))
     mutator.start()
-    for _ in range(args.watch_kills):
+    during = 0
+    for _ in range(kills):
         assert killed_after(cmd, rng.uniform(0.2, 1.5)), "watch ended by itself"
+        during += compacting(lake)
         time.sleep(rng.uniform(0.0, 0.3))  # down: the directory keeps changing
     mutator.stop.set()
     mutator.join()
@@ -267,10 +280,14 @@ def watch_part(args, rng):
     if proc.returncode != 0:
         err = (seen + err).decode(errors="replace")
         sys.exit(f"the last watch failed with {proc.returncode}: {err}")
-    reference = os.path.join(args.work, "watch-reference")
-    run([args.exoflow, "replay", watched, "--out", reference, "--source", "watched"])
-    print(f"watch: {mutator.actions} actions while {args.watch_kills} watchers were killed")
-    return compare("watch", lake, reference)
+    reference = os.path.join(args.work, f"{name}-reference")
+    run([args.exoflow, "replay", watched, "--out", reference, "--source",
+         os.path.basename(watched)])
+    print(f"{name}: {mutator.actions} actions while {kills} watchers were killed")
+    if extra:
+        merged = {t: sum("compact" in p for p in parts(lake, t)) for t in ("files", "stats_changes")}
+        print(f"{name}: {during} kills during a compaction; merged parts at the end: {merged}")
+    return compare(name, lake, reference)
 
 
 def main():
@@ -280,12 +297,16 @@ def main():
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--replay-kills", type=int, default=20)
     ap.add_argument("--watch-kills", type=int, default=10)
+    ap.add_argument("--compact-kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     rng = random.Random(args.seed)
     ok = replay_part(args, rng)
     ok = watch_part(args, rng) and ok
+    if args.compact_kills:
+        ok = watch_part(args, rng, "compaction", args.compact_kills,
+                        ("--compact-fanout", "2")) and ok
     print("OK" if ok else "DIFFERENCES")
     return 0 if ok else 1
 

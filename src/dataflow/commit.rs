@@ -15,6 +15,7 @@ use crate::epochs::EpochClock;
 use crate::pipeline::RuleSet;
 use crate::sink::SinkError;
 use crate::sink::commit::{Lake, ReplayProgress};
+use crate::sink::compact::{AutoCompact, CompactError, TableCompaction, compact_running};
 use crate::sink::restore::{StateRange, load, write_checkpoint};
 use crate::sink::stats::StatsWriter;
 
@@ -72,6 +73,11 @@ pub struct Committer {
     rows_written: Arc<AtomicU64>,
     /// The restored state was written to `stats_current.parquet`.
     restored: bool,
+    /// When to compact in the background; None: never.
+    auto_compact: Option<AutoCompact>,
+    /// A compaction running in the background. It and a checkpoint never run at once: a
+    /// checkpoint reads the parts that a compaction swaps.
+    compaction: Option<JoinHandle<Result<Vec<TableCompaction>, CompactError>>>,
 }
 
 impl Committer {
@@ -85,6 +91,7 @@ impl Committer {
         replay: Option<ReplayPlan>,
         policy: CheckpointPolicy,
         rows_written: Arc<AtomicU64>,
+        auto_compact: Option<AutoCompact>,
     ) -> Committer {
         let head = lake.head();
         Committer {
@@ -103,6 +110,8 @@ impl Committer {
             commits_with_rows: 0,
             rows_written,
             restored: false,
+            auto_compact,
+            compaction: None,
         }
     }
 
@@ -173,8 +182,57 @@ impl Committer {
         // statistics that match them.
         self.lake.publish(epoch)?;
         self.stats.write_current(epoch)?;
+        self.join_compaction(false);
         self.maybe_start_checkpoint(epoch);
+        self.maybe_start_compaction();
         Ok(())
+    }
+
+    /// Collects a finished background compaction (with `wait`, waits for it). A failed one
+    /// leaves every table whole (see `sink::compact`): it is logged, and auto-compaction is off
+    /// for the rest of the run.
+    fn join_compaction(&mut self, wait: bool) {
+        let Some(handle) = self.compaction.take_if(|h| wait || h.is_finished()) else {
+            return;
+        };
+        match handle.join() {
+            Ok(Ok(tables)) => {
+                for t in tables {
+                    tracing::debug!(table = %t.table, parts_after = t.parts_after, "compacted");
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, "background compaction failed; auto-compaction is off for this run");
+                self.auto_compact = None;
+            }
+            Err(_) => {
+                tracing::error!(
+                    "background compaction panicked; auto-compaction is off for this run"
+                );
+                self.auto_compact = None;
+            }
+        }
+    }
+
+    /// Starts a background compaction when no other background job runs and a table has a
+    /// tier to merge.
+    fn maybe_start_compaction(&mut self) {
+        let Some(policy) = self.auto_compact else {
+            return;
+        };
+        if self.job.is_some() || self.compaction.is_some() {
+            return;
+        }
+        match policy.due(self.lake.root()) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot list the lake's parts for compaction");
+                return;
+            }
+        }
+        let lake = self.lake.clone();
+        self.compaction = Some(std::thread::spawn(move || compact_running(&lake, &policy)));
     }
 
     /// The epoch of a checkpoint that is now durable, if one is; with `wait`, waits for it.
@@ -197,7 +255,7 @@ impl Committer {
 
     /// Starts a checkpoint at `epoch` when enough rows were committed since the last one.
     fn maybe_start_checkpoint(&mut self, epoch: u64) {
-        if self.job.is_some() {
+        if self.job.is_some() || self.compaction.is_some() {
             return;
         }
         let written = self.rows_written.load(Ordering::Relaxed);
@@ -240,6 +298,7 @@ impl Committer {
             // Not recorded: a later run removes it.
             let _ = job.handle.join();
         }
+        self.join_compaction(true);
         self.stats.close_part()?;
         let stats = self.stats;
         stats.finish()

@@ -40,6 +40,7 @@ use crate::kernels::KernelStage;
 use crate::latency::LatencyRecorder;
 use crate::progress::Progress;
 use crate::sink::commit::Lake;
+use crate::sink::compact::AutoCompact;
 use crate::sink::restore::LakeState;
 use crate::sink::stats::StatsWriter;
 use crate::sink::{LakeWriter, SinkError, SinkReport};
@@ -92,6 +93,8 @@ pub struct GraphPlan {
     /// A checkpoint is written once this many `files` rows (and at least as many as there are
     /// tracked paths) were committed after the last one.
     pub checkpoint_rows: u64,
+    /// When the running writer compacts its tables in the background; None: never.
+    pub auto_compact: Option<AutoCompact>,
 }
 
 /// Why a run of the graph failed.
@@ -187,6 +190,7 @@ fn run_worker(
             parts_per_commit: plan.workers.max(1) as u64,
         },
         shared.rows_written.clone(),
+        plan.auto_compact,
     )));
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
     let restored = shared.restored[index]

@@ -203,6 +203,12 @@ impl Lake {
         f()
     }
 
+    /// Records a compaction of the running lake: a record at the committed epoch, written under
+    /// the same lock as every commit, so that it never names an older epoch than the head.
+    pub fn record_compaction(&self) -> Result<CommitRecord, SinkError> {
+        self.write_record(None, "compaction", None, None)
+    }
+
     /// Moves the pending parts whose epochs are all at most `epoch` into their table directories,
     /// durably; `epoch` must be committed. Returns how many moved.
     pub fn publish(&self, epoch: u64) -> Result<usize, SinkError> {
@@ -301,12 +307,23 @@ impl Lake {
         checkpoint: Option<u64>,
         replay: Option<ReplayProgress>,
     ) -> Result<CommitRecord, SinkError> {
+        self.write_record(Some(epoch), action, checkpoint, replay)
+    }
+
+    /// Writes the next record: at `epoch`, or at the head's epoch when None.
+    fn write_record(
+        &self,
+        epoch: Option<u64>,
+        action: &str,
+        checkpoint: Option<u64>,
+        replay: Option<ReplayProgress>,
+    ) -> Result<CommitRecord, SinkError> {
         let mut head = self.head.lock().expect("head lock");
         let previous = head.as_ref();
         let record = CommitRecord {
             format: FORMAT,
             sequence: previous.map_or(1, |h| h.sequence + 1),
-            epoch,
+            epoch: epoch.unwrap_or_else(|| previous.map_or(0, |h| h.epoch)),
             committed_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),

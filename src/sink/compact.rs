@@ -24,6 +24,14 @@
 //!
 //! A restart reads merged parts like any other: their names carry the epochs of their rows. One
 //! that spans the epoch of the checkpoint is read whole, its rows up to the checkpoint skipped.
+//!
+//! **A running writer compacts too** ([`compact_running`], started by the commit coordinator in
+//! the background after a commit): the same swap, with the merged parts written first and the
+//! links and the swap made under [`Lake::with_tables_locked`], so that no part published
+//! meanwhile is left behind. Its policy is size-tiered ([`AutoCompact`]): parts below the
+//! minimum size fall in tiers that grow by a factor of [`AutoCompact::fanout`], and a tier is
+//! merged once it holds that many parts, so every row is rewritten about once per tier, and a
+//! table holds at most `fanout - 1` small parts per tier however long the run.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -48,6 +56,145 @@ pub const DEFAULT_TARGET_BYTES: u64 = 128 << 20;
 pub const LISTING_GRACE: Duration = Duration::from_millis(500);
 /// Rows per batch read from an input part.
 const READ_BATCH_ROWS: usize = 8192;
+/// Parts of one size tier that a running writer merges at once, by default.
+pub const DEFAULT_AUTO_FANOUT: usize = 8;
+
+/// When a running writer compacts (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoCompact {
+    /// A size tier is merged once it holds this many parts; tiers grow by this factor.
+    pub fanout: usize,
+    /// Parts at least this large are left as they are.
+    pub min_bytes: u64,
+    /// A merged part holds about this many bytes.
+    pub target_bytes: u64,
+}
+
+impl Default for AutoCompact {
+    fn default() -> Self {
+        AutoCompact {
+            fanout: DEFAULT_AUTO_FANOUT,
+            min_bytes: DEFAULT_MIN_BYTES,
+            target_bytes: DEFAULT_TARGET_BYTES,
+        }
+    }
+}
+
+impl AutoCompact {
+    /// The size tier of a part of `bytes`: parts within a factor of `fanout` share one.
+    fn tier(&self, bytes: u64) -> u32 {
+        let factor = self.fanout.max(2) as u64;
+        bytes.max(1).ilog(factor)
+    }
+
+    /// The groups to merge in a table holding `parts`: every tier below the minimum size that
+    /// holds `fanout` parts or more, in epoch order, cut at the target size.
+    fn plan(&self, parts: &[Part]) -> Vec<Vec<Part>> {
+        let mut tiers: std::collections::BTreeMap<u32, Vec<Part>> = Default::default();
+        for part in parts.iter().filter(|p| p.bytes < self.min_bytes) {
+            tiers
+                .entry(self.tier(part.bytes))
+                .or_default()
+                .push(part.clone());
+        }
+        tiers
+            .into_values()
+            .filter(|tier| tier.len() >= self.fanout.max(2))
+            .flat_map(|tier| plan(&tier, self.min_bytes, self.target_bytes))
+            .collect()
+    }
+
+    /// Whether some table of the lake at `root` has a tier to merge.
+    pub fn due(&self, root: &Path) -> Result<bool, CompactError> {
+        for name in PART_TABLES {
+            if !self.plan(&list(&root.join(name))?.parts).is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Compacts the tables of `lake` while a run writes it (see the module documentation); the
+/// caller is the only compactor. Returns what it did per table that changed.
+pub fn compact_running(
+    lake: &Lake,
+    policy: &AutoCompact,
+) -> Result<Vec<TableCompaction>, CompactError> {
+    let root = lake.root();
+    // Names carry the sequence of the head record now, times a thousand: each compaction writes
+    // a record, so no two compactions give one name.
+    let mut sequence = lake.head().map_or(1, |h| h.sequence + 1) * 1000;
+    let mut done = Vec::new();
+    let mut old_dirs = Vec::new();
+    for name in PART_TABLES {
+        let dir = root.join(name);
+        let listing = list(&dir)?;
+        let groups = policy.plan(&listing.parts);
+        if groups.is_empty() {
+            continue;
+        }
+        let staging = root.join(LOG_DIR).join(format!("staging-auto-{name}"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+        }
+        std::fs::create_dir(&staging).map_err(io_error(&staging))?;
+        let inputs: HashSet<&str> = groups.iter().flatten().map(|p| p.name.as_str()).collect();
+        let swapped = merge_groups(&staging, table(name), &listing, &groups, &mut sequence)
+            .and_then(|written| {
+                // Only now the table's set is held still: what was published while the merged
+                // parts were written is linked across too.
+                lake.with_tables_locked(|| {
+                    let now = list(&dir)?;
+                    link_kept(&dir, &staging, &now, &inputs)?;
+                    sync_dir(&staging)?;
+                    exchange(&staging, &dir)?;
+                    Ok((written, now))
+                })
+            });
+        let (written, now) = match swapped {
+            Ok(done) => done,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(error);
+            }
+        };
+        sync_dir(root)?;
+        sync_dir(&root.join(LOG_DIR))?;
+        let bytes_before: u64 = now.parts.iter().map(|p| p.bytes).sum();
+        let merged: u64 = now
+            .parts
+            .iter()
+            .filter(|p| inputs.contains(p.name.as_str()))
+            .map(|p| p.bytes)
+            .sum();
+        done.push(TableCompaction {
+            table: name.to_string(),
+            parts_before: now.parts.len(),
+            bytes_before,
+            parts_after: now.parts.len() - inputs.len() + written.len(),
+            bytes_after: bytes_before - merged + written.iter().sum::<u64>(),
+            inputs: inputs.len(),
+            outputs: written.len(),
+        });
+        tracing::info!(
+            table = name,
+            inputs = inputs.len(),
+            outputs = written.len(),
+            "compacted a table of the running lake"
+        );
+        old_dirs.push(staging);
+    }
+    if !old_dirs.is_empty() {
+        lake.record_compaction()?;
+        std::thread::sleep(LISTING_GRACE);
+        for dir in &old_dirs {
+            std::fs::remove_dir_all(dir).map_err(io_error(dir))?;
+        }
+        sync_dir(&root.join(LOG_DIR))?;
+    }
+    Ok(done)
+}
 
 /// What to compact.
 #[derive(Debug, Clone)]
@@ -355,6 +502,17 @@ fn build(
     groups: &[Vec<Part>],
     sequence: &mut u64,
 ) -> Result<Vec<u64>, CompactError> {
+    link_kept(dir, staging, listing, inputs)?;
+    merge_groups(staging, schema, listing, groups, sequence)
+}
+
+/// Links every file of `listing` (in `dir`) but the `inputs` into `staging`.
+fn link_kept(
+    dir: &Path,
+    staging: &Path,
+    listing: &Listing,
+    inputs: &HashSet<&str>,
+) -> Result<(), CompactError> {
     let kept = listing
         .parts
         .iter()
@@ -365,6 +523,17 @@ fn build(
         let link = staging.join(name);
         std::fs::hard_link(dir.join(name), &link).map_err(io_error(&link))?;
     }
+    Ok(())
+}
+
+/// Writes each of `groups` merged into one part in `staging`; returns their sizes.
+fn merge_groups(
+    staging: &Path,
+    schema: &TableSchema,
+    listing: &Listing,
+    groups: &[Vec<Part>],
+    sequence: &mut u64,
+) -> Result<Vec<u64>, CompactError> {
     // An output never takes a name the old directory has: a reader that listed the old set
     // must not open a merged part in place of an input.
     let mut taken: HashSet<String> = listing

@@ -21,9 +21,12 @@ fn killed_runs_end_exactly_like_uninterrupted_ones() {
             "6",
             "--watch-kills",
             "4",
+            "--compact-kills",
+            "4",
         ],
     );
     println!("{report}");
     assert!(ok, "the crash harness found differences:\n{report}");
     assert!(report.contains("6 killed") && report.contains("4 watchers were killed"));
+    assert!(report.contains("compaction: "), "{report}");
 }
