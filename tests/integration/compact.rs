@@ -38,7 +38,8 @@ fn snapshots(root: &Path, files: usize, count: usize, lines: usize) -> Vec<PathB
 }
 
 /// A lake of many small parts: three replay runs (so also several `stats_changes` parts) of
-/// `count` snapshots in all, two workers, each snapshot committed on its own. The second run
+/// `count` snapshots in all, two workers, each snapshot committed on its own, and no background
+/// compaction. The second run
 /// checkpoints and the third does not, so that merged parts span the checkpoint's epoch.
 fn small_parts_lake(
     root: &Path,
@@ -54,7 +55,7 @@ fn small_parts_lake(
         let mut args = vec!["replay"];
         args.extend(run.iter().map(|p| s(p)));
         args.extend(["--out", s(&lake), "--source", "tree", "--workers", "2"]);
-        args.extend(["--checkpoint-rows", checkpoint_rows]);
+        args.extend(["--checkpoint-rows", checkpoint_rows, "--no-auto-compact"]);
         run_ok(&args);
     }
     (lake, trees)
