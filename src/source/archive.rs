@@ -161,10 +161,11 @@ pub fn read_archive(
         return Err(if headers == 0 {
             SourceError::NotAnArchive {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "{} without a tar header or end-of-archive marker",
-                    if stream.bytes == 0 { "empty" } else { "ends" }
-                ),
+                reason: if stream.bytes == 0 {
+                    "it holds no data".to_string()
+                } else {
+                    "it ends before a tar header or end-of-archive marker".to_string()
+                },
             }
         } else {
             damaged(format!(
