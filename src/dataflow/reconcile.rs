@@ -4,7 +4,7 @@
 //! Runs on the worker that owns each path (versions arrive already exchanged by path), so the
 //! state here is this worker's share of the tracked paths: one identity per path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
@@ -12,7 +12,8 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilderSession;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::{Capability, Concat, Operator};
 
 use super::{epoch_end, epoch_of};
 use crate::epochs::{EpochClock, Snapshot};
@@ -51,18 +52,35 @@ pub struct KnownPath {
 /// Drops versions identical to the path's current one, and adds deletes for the paths of a source
 /// that a complete snapshot of it (see [`EpochClock`]) did not contain. `restored` is this worker's
 /// share of the paths the lake already tracks. Each change leaves with its path id.
+///
+/// A directory the snapshot could not list (see [`unlisted_dir`]) was not seen whole: no path under
+/// it is deleted. Its paths live on every worker, so the directory is broadcast to all of them.
 pub fn reconcile<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
     clock: Arc<EpochClock>,
     restored: Vec<KnownPath>,
 ) -> StreamVec<'scope, u64, (u128, FileVersion)> {
-    versions.unary_frontier::<CapacityContainerBuilder<Vec<(u128, FileVersion)>>, _, _, _>(
+    let mut parts = versions.partition(2, |version| (u64::from(unlisted_dir(&version)), version));
+    let (unlisted, versions) = (
+        parts.pop().expect("two parts"),
+        parts.pop().expect("two parts"),
+    );
+    let holes = unlisted
+        .clone()
+        .map(|version| (version.source, version.path))
+        .broadcast();
+    // The unlisted directory is a version too (an `unreadable` row): it goes on to its owner.
+    let versions = versions.concat(unlisted);
+    versions.binary_frontier::<_, CapacityContainerBuilder<Vec<(u128, FileVersion)>>, _, _, _, _>(
+        holes,
+        Pipeline,
         Pipeline,
         "Reconcile",
         move |capability, _info| {
             let mut state = State {
                 known: PathIdMap::default(),
                 stash: BTreeMap::new(),
+                holes: Vec::new(),
                 snapshots_done: 0,
             };
             state.known.reserve(restored.len());
@@ -70,19 +88,35 @@ pub fn reconcile<'scope>(
                 state.known.insert(path.id, (path.identity, path.key, 0));
             }
             let mut capability = Some(capability);
-            move |(input, frontier), output| {
+            move |(input, frontier), (holes, holes_frontier), output| {
                 // Versions are taken in time order, once their time is complete: arrival order
                 // across workers is arbitrary, and a path's versions must be compared in order.
                 input.for_each(|time, data| {
                     let at = *time.least().expect("a message has a time");
                     state.stash.entry(at).or_default().append(data);
                 });
+                holes.for_each(|time, data| {
+                    let epoch = epoch_of(*time.least().expect("a message has a time"));
+                    for (source, prefix) in data.drain(..) {
+                        state.holes.push((epoch, source, prefix));
+                    }
+                });
                 let Some(cap) = capability.as_mut() else {
                     return;
                 };
+                // A time is complete once both inputs are past it: a snapshot closes only when
+                // every unlisted directory of it has arrived.
+                let frontier = match (
+                    frontier.frontier().first(),
+                    holes_frontier.frontier().first(),
+                ) {
+                    (Some(&a), Some(&b)) => Some(a.min(b)),
+                    (Some(&t), None) | (None, Some(&t)) => Some(t),
+                    (None, None) => None,
+                };
                 while let Some(entry) = state.stash.first_entry() {
                     let at = *entry.key();
-                    if frontier.less_equal(&at) {
+                    if frontier.is_some_and(|t| t <= at) {
                         break;
                     }
                     let versions = entry.remove();
@@ -98,8 +132,8 @@ pub fn reconcile<'scope>(
                         }
                     }
                 }
-                match frontier.frontier().first() {
-                    Some(&t) => {
+                match frontier {
+                    Some(t) => {
                         if epoch_of(t) > 0 {
                             close_snapshots(&mut state, &clock, cap, output, epoch_of(t) - 1);
                         }
@@ -117,6 +151,19 @@ pub fn reconcile<'scope>(
             }
         },
     )
+}
+
+/// Whether `version` stands for a directory its source could not list: an `unreadable` entry
+/// whose path ends with `/`, which no file's path does (see `source::walk`).
+pub fn unlisted_dir(version: &FileVersion) -> bool {
+    !version.deleted
+        && version.skip_reason == Some(SkipReason::Unreadable)
+        && version.path.ends_with(b"/")
+}
+
+/// Whether `path` lies under one of `holes` (directory paths ending with `/`).
+fn under_hole(path: &[u8], holes: &HashSet<&[u8]>) -> bool {
+    memchr::memchr_iter(b'/', path).any(|i| holes.contains(&path[..=i]))
 }
 
 /// Emits the deletes of every snapshot that ended at or before `epoch` and has not been closed,
@@ -164,6 +211,9 @@ struct State {
     known: PathIdMap<(Identity, PathKey, u64)>,
     /// Versions whose time is not complete yet, by time.
     stash: BTreeMap<u64, Vec<FileVersion>>,
+    /// (epoch, source, directory path ending with `/`) of the directories a snapshot could not
+    /// list, until the snapshot closes.
+    holes: Vec<(u64, String, Vec<u8>)>,
     /// Snapshots of the clock already closed.
     snapshots_done: usize,
 }
@@ -193,16 +243,31 @@ impl State {
         Some((id, version))
     }
 
-    /// Ends a snapshot: deletes for every known path of its source it did not see.
+    /// Ends a snapshot: deletes for every known path of its source it did not see, except those
+    /// under a directory it could not list.
     fn close(&mut self, snapshot: &Snapshot) -> Vec<(u128, FileVersion)> {
+        let in_snapshot = |(epoch, source, _): &(u64, String, Vec<u8>)| {
+            *source == snapshot.source && (snapshot.first..=snapshot.last).contains(epoch)
+        };
+        let holes: HashSet<&[u8]> = self
+            .holes
+            .iter()
+            .filter(|hole| in_snapshot(hole))
+            .map(|(_, _, prefix)| prefix.as_slice())
+            .collect();
         let gone: Vec<u128> = self
             .known
             .iter()
-            .filter(|(_, (_, (source, _), seen))| {
-                *seen < snapshot.first && *source == snapshot.source
+            .filter(|(_, (_, (source, path), seen))| {
+                *seen < snapshot.first
+                    && *source == snapshot.source
+                    && (holes.is_empty() || !under_hole(path, &holes))
             })
             .map(|(id, _)| *id)
             .collect();
+        // Snapshots of a source close in epoch order: what is at or before this one is done.
+        self.holes
+            .retain(|(epoch, source, _)| *source != snapshot.source || *epoch > snapshot.last);
         let mut deletes: Vec<(u128, FileVersion)> = gone
             .into_iter()
             .filter_map(|id| {
@@ -212,5 +277,67 @@ impl State {
             .collect();
         deletes.sort_by(|(_, a), (_, b)| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
         deletes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(path: &str, epoch: u64, skip: Option<SkipReason>) -> FileVersion {
+        let mut version = FileVersion::delete("s".into(), path.as_bytes().to_vec(), epoch);
+        version.deleted = false;
+        version.size = skip.is_none().then_some(1);
+        version.skip_reason = skip;
+        version
+    }
+
+    #[test]
+    fn a_snapshot_deletes_nothing_under_a_directory_it_could_not_list() {
+        let mut state = State {
+            known: PathIdMap::default(),
+            stash: BTreeMap::new(),
+            holes: Vec::new(),
+            snapshots_done: 0,
+        };
+        for path in [
+            "keep",
+            "sub/a",
+            "sub/deep/b",
+            "subway/c",
+            "other/d",
+            "x/y/z",
+        ] {
+            state.observe(version(path, 1, None));
+        }
+        let marker = version("sub/", 2, Some(SkipReason::Unreadable));
+        assert!(unlisted_dir(&marker));
+        assert!(!unlisted_dir(&version(
+            "sub",
+            2,
+            Some(SkipReason::Unreadable)
+        )));
+        state.observe(version("keep", 2, None));
+        state.observe(marker);
+        // The hole of this snapshot, and some that are not: another source, a later epoch.
+        state.holes.push((2, "s".into(), b"sub/".to_vec()));
+        state.holes.push((2, "t".into(), b"other/".to_vec()));
+        state.holes.push((3, "s".into(), b"x/".to_vec()));
+        let snapshot = Snapshot {
+            source: "s".into(),
+            first: 2,
+            last: 2,
+        };
+        let deleted: Vec<String> = state
+            .close(&snapshot)
+            .into_iter()
+            .map(|(_, v)| String::from_utf8(v.path).unwrap())
+            .collect();
+        assert_eq!(deleted, ["other/d", "subway/c", "x/y/z"]);
+        assert_eq!(
+            state.holes.len(),
+            2,
+            "the snapshot's own hole is dropped once closed"
+        );
     }
 }

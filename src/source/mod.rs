@@ -127,6 +127,19 @@ pub enum SourceError {
         member: String,
         reason: String,
     },
+    /// Refused before any member: an empty file, or not tar data (after decompression).
+    #[error("{path} does not look like a tar archive: {reason}")]
+    NotAnArchive { path: PathBuf, reason: String },
+    /// The members were read, but the archive does not end as a whole archive does.
+    #[error("archive {archive} is damaged: {reason}")]
+    Damaged { archive: PathBuf, reason: String },
+    /// The root of a replayed tree cannot be listed: nothing of it is known.
+    #[error("cannot list {path}")]
+    Unlistable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::Sender;
@@ -31,6 +32,10 @@ pub struct WalkReport {
 
 /// Walks `root` and sends an upsert event for every non-directory entry, stamped by `clock`.
 /// Returns when the walk is complete or the receiver hung up.
+///
+/// A directory below `root` that cannot be listed (whole or in part) is sent as an `unreadable`
+/// entry whose path ends with `/`: the graph then deletes nothing under it when the snapshot ends
+/// (see `dataflow::reconcile`). A root that cannot be listed is an error: nothing of it is known.
 pub fn walk(
     root: &Path,
     source: &str,
@@ -47,13 +52,21 @@ pub fn walk(
             path: root.to_path_buf(),
         });
     }
+    // The walker reports an unlistable root as an error of an entry with an empty relative path,
+    // which would make an empty snapshot that deletes everything.
+    std::fs::read_dir(root).map_err(|source| SourceError::Unlistable {
+        path: root.to_path_buf(),
+        source,
+    })?;
     let mut builder = walk_builder(root, options.no_ignore);
     builder.threads(options.threads.max(1));
     let entries = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
+    let fatal: Mutex<Option<SourceError>> = Mutex::new(None);
     builder.build_parallel().run(|| {
         let entries = &entries;
         let errors = &errors;
+        let fatal = &fatal;
         Box::new(move |result| {
             let event = match result {
                 Ok(entry) => {
@@ -61,23 +74,47 @@ pub fn walk(
                         return WalkState::Continue; // stdin; never produced for a directory walk
                     };
                     if file_type.is_dir() {
+                        if let Some(err) = entry.error() {
+                            // An ignore file that cannot be read: its rules are missing.
+                            tracing::warn!(path = %entry.path().display(), error = %err, "cannot read ignore rules");
+                        }
                         return WalkState::Continue;
                     }
                     event(root, source, entry.path(), entry_type(file_type), None)
                 }
                 Err(err) => {
                     errors.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = error_path(&err) else {
-                        tracing::warn!(error = %err, "walk error");
-                        return WalkState::Continue;
+                    let unlisted = error_path(&err).and_then(|path| {
+                        let relative = relative_bytes(root, &path)?;
+                        (!relative.is_empty()).then_some(path)
+                    });
+                    let Some(path) = unlisted else {
+                        // The root, or no path at all: what this snapshot lacks is unknown.
+                        *fatal.lock().expect("walk error lock") = Some(SourceError::Unlistable {
+                            path: root.to_path_buf(),
+                            source: std::io::Error::other(err.to_string()),
+                        });
+                        return WalkState::Quit;
                     };
-                    tracing::warn!(path = %path.display(), error = %err, "cannot list entry");
+                    let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+                    if is_dir {
+                        tracing::warn!(
+                            path = %path.display(),
+                            error = %err,
+                            "cannot list directory: recorded as unreadable, nothing under it deleted"
+                        );
+                    } else {
+                        tracing::warn!(path = %path.display(), error = %err, "cannot list entry");
+                    }
                     event(
                         root,
                         source,
                         &path,
                         EntryType::NotRegular,
-                        Some(err.to_string()),
+                        Some(Unlisted {
+                            reason: err.to_string(),
+                            is_dir,
+                        }),
                     )
                 }
             };
@@ -91,6 +128,9 @@ pub fn walk(
             }
         })
     });
+    if let Some(err) = fatal.into_inner().expect("walk error lock") {
+        return Err(err);
+    }
     Ok(WalkReport {
         entries: entries.into_inner(),
         errors: errors.into_inner(),
@@ -133,38 +173,56 @@ pub fn entry_type(file_type: std::fs::FileType) -> EntryType {
     }
 }
 
+/// Why an entry could not be listed, and whether it is a directory (whose subtree is unknown).
+struct Unlisted {
+    reason: String,
+    is_dir: bool,
+}
+
 fn event(
     root: &Path,
     source: &str,
     path: &Path,
     entry: EntryType,
-    unlistable: Option<String>,
+    unlisted: Option<Unlisted>,
 ) -> Option<FileEvent> {
-    // The walk joins entry names onto `root`, so its bytes are a prefix of every path.
-    let bytes = match path
-        .as_os_str()
-        .as_bytes()
-        .strip_prefix(root.as_os_str().as_bytes())
-    {
-        Some(rest) => trim_leading_slashes(rest),
-        None => path.strip_prefix(root).ok()?.as_os_str().as_bytes(),
-    };
+    let mut bytes = relative_bytes(root, path)?.to_vec();
     if bytes.is_empty() {
         return None;
     }
-    let origin = match unlistable {
-        Some(reason) => Origin::Unlistable(reason),
+    let origin = match unlisted {
+        Some(Unlisted { reason, is_dir }) => {
+            // The trailing '/' marks a directory, which no file path can be: the graph keeps every
+            // path under it (see `dataflow::reconcile::unlisted_dir`).
+            if is_dir {
+                bytes.push(b'/');
+            }
+            Origin::Unlistable(reason)
+        }
         None => Origin::Disk(path.to_path_buf()),
     };
     Some(FileEvent {
         source: source.to_string(),
-        path: bytes.to_vec(),
+        path: bytes,
         kind: EventKind::Upsert,
         epoch: 0, // stamped when sent
         observed_at_us: now_us(),
         entry,
         origin,
     })
+}
+
+/// `path` relative to `root`, as bytes ('/'-separated; empty for the root itself).
+fn relative_bytes<'a>(root: &Path, path: &'a Path) -> Option<&'a [u8]> {
+    // The walk joins entry names onto `root`, so its bytes are a prefix of every path.
+    match path
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(root.as_os_str().as_bytes())
+    {
+        Some(rest) => Some(trim_leading_slashes(rest)),
+        None => Some(path.strip_prefix(root).ok()?.as_os_str().as_bytes()),
+    }
 }
 
 fn trim_leading_slashes(mut bytes: &[u8]) -> &[u8] {

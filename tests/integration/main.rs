@@ -3,6 +3,7 @@
 mod auto_compact;
 mod compact;
 mod crash;
+mod hardening_archives;
 mod lake_visibility;
 mod replay;
 mod replay_stop;
