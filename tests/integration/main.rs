@@ -2,6 +2,7 @@
 
 mod compact;
 mod crash;
+mod hardening_watch;
 mod lake_visibility;
 mod replay;
 mod restart;
