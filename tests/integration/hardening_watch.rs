@@ -199,7 +199,7 @@ fn watch_through(change: impl FnOnce(&Path)) {
     // The directory is back: what is written in it now must be seen.
     write(&dir, "after.rs", "// TODO after\n");
     write(&dir, "new/deep.txt", "TODO deep\n");
-    let seen = eventually(Duration::from_secs(10), || {
+    let seen = eventually(Duration::from_secs(30), || {
         keys(&current_versions(&lake)) == ["\"after.rs\"", "\"new/deep.txt\""]
     });
     let summary = watching.stop();
