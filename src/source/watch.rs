@@ -418,8 +418,8 @@ impl Watching {
             event.kind,
             EventKind::Create(CreateKind::Folder)
                 | EventKind::Remove(RemoveKind::Folder | RemoveKind::Any | RemoveKind::Other)
-                | EventKind::Modify(ModifyKind::Name(_))
         );
+        let renamed = matches!(event.kind, EventKind::Modify(ModifyKind::Name(_)));
         for path in &event.paths {
             if self.roots.iter().any(|r| r.dir == *path) {
                 self.next_root_check = Instant::now();
@@ -434,10 +434,20 @@ impl Watching {
                 if self.rescan_due.is_none() {
                     self.rescan_due = Some(Instant::now() + RESCAN_SETTLE);
                 }
-            } else if structural {
+            } else if structural || (renamed && !self.is_file(root, path, &relative)) {
+                // Editors save by renaming a file into place: only a directory that moves
+                // drops the loaded rules.
                 self.reload_rules(root);
             }
         }
+    }
+
+    /// Whether `path` is a file now, or was one when last reported.
+    fn is_file(&self, root: usize, path: &Path, relative: &[u8]) -> bool {
+        std::fs::symlink_metadata(path).map_or_else(
+            |_| self.roots[root].known.contains(relative),
+            |meta| !meta.is_dir(),
+        )
     }
 
     fn reload_rules(&mut self, root: usize) {

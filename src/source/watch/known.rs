@@ -26,6 +26,10 @@ impl<V> KnownPaths<V> {
         self.paths.insert(path, value)
     }
 
+    pub fn contains(&self, path: &[u8]) -> bool {
+        self.paths.contains_key(path)
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.paths.len()
