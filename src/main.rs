@@ -278,6 +278,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e @ exoflow::watch::WatchError::Lake(_)) => fail(&anyhow::Error::new(e), 2),
+        Err(e @ exoflow::watch::WatchError::Input(_)) => fail(&anyhow::Error::new(e), 2),
         Err(e) => fail(&anyhow::Error::new(e), 1),
     }
 }

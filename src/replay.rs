@@ -20,7 +20,7 @@ use crate::sink::commit::LakeError;
 use crate::sink::compact::AutoCompact;
 use crate::sink::restore::open_for_run;
 use crate::source::archive::{ArchiveOptions, is_archive, read_archive};
-use crate::source::walk::{WalkOptions, walk};
+use crate::source::walk::{WalkOptions, check_outside_lake, walk};
 use crate::source::{SourceError, default_source_name};
 use crate::version::SkipReason;
 
@@ -125,6 +125,11 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .map(|p| check_input(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ReplayError::Input)?;
+    for input in &inputs {
+        if let Input::Directory(dir) = input {
+            check_outside_lake(dir, &options.lake).map_err(ReplayError::Input)?;
+        }
+    }
     let first_path = options.paths.first().ok_or_else(|| {
         ReplayError::Input(SourceError::NotReplayable {
             path: PathBuf::new(),
@@ -167,6 +172,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         let clock = clock.clone();
         let max_file_bytes = options.pipeline.max_file_bytes;
         let (strip_components, no_ignore) = (options.strip_components, options.no_ignore);
+        let lake = options.lake.clone();
         move || {
             for input in inputs.into_iter().skip(resumed_after) {
                 if clock.stopped() {
@@ -190,6 +196,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
                         let walk_options = WalkOptions {
                             no_ignore,
                             threads: workers,
+                            lake: Some(lake.clone()),
                         };
                         walk(path, &source, &clock, &walk_options, &sender).map(|_| ())
                     }

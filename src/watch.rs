@@ -18,6 +18,7 @@ use crate::sink::SinkReport;
 use crate::sink::commit::LakeError;
 use crate::sink::restore::open_for_run;
 use crate::source::SourceError;
+use crate::source::walk::check_outside_lake;
 use crate::source::watch::{WatchControl, WatchOptions, WatchRoot, watch};
 
 /// What to watch and how.
@@ -38,6 +39,10 @@ pub struct WatchRun {
 /// Why watching failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    /// A directory cannot be watched into this lake (it is the lake, or inside it): nothing was
+    /// done.
+    #[error(transparent)]
+    Input(SourceError),
     #[error(transparent)]
     Source(SourceError),
     /// The lake cannot be opened for this run: nothing was done.
@@ -63,6 +68,9 @@ pub struct WatchSummary {
 /// Watches until `stop` is set, then drains, commits and returns.
 pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, WatchError> {
     let started = Instant::now();
+    for root in &config.roots {
+        check_outside_lake(&root.dir, &config.lake).map_err(WatchError::Input)?;
+    }
     let (lake, restored) =
         open_for_run(&config.lake, &config.pipeline).map_err(WatchError::Lake)?;
     let restored_paths = restored.versions.len();
@@ -80,7 +88,9 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         let control = control.clone();
         let (roots, mut options) = (config.roots.clone(), config.options.clone());
         options.commit_interval = config.commit_interval;
-        move || watch(&roots, &options, &control, &sender)
+        // The lake exists now (opening it created it), so every spelling of it resolves.
+        let lake = config.lake.clone();
+        move || watch(&roots, &lake, &options, &control, &sender)
     });
     let logger = log_periodically(latency.clone(), Duration::from_secs(10), stop.clone());
     let plan = GraphPlan {

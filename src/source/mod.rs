@@ -119,6 +119,8 @@ pub enum SourceError {
     },
     #[error("{path} is neither a directory nor a .tar, .tar.gz/.tgz or .tar.zst archive")]
     NotReplayable { path: PathBuf },
+    #[error("{path} is the lake {lake} or lies inside it: a run never reads its own output")]
+    InsideLake { path: PathBuf, lake: PathBuf },
     #[error("cannot watch {path}: {reason}")]
     Watch { path: PathBuf, reason: String },
     #[error("archive {archive}: member {member}: {reason}")]

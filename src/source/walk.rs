@@ -21,6 +21,8 @@ pub struct WalkOptions {
     pub no_ignore: bool,
     /// Walker threads.
     pub threads: usize,
+    /// The lake the run writes: never entered, wherever it lies in the tree.
+    pub lake: Option<PathBuf>,
 }
 
 /// What a walk saw.
@@ -58,7 +60,8 @@ pub fn walk(
         path: root.to_path_buf(),
         source,
     })?;
-    let mut builder = walk_builder(root, options.no_ignore);
+    let lake = options.lake.as_deref().and_then(Excluded::of);
+    let mut builder = walk_builder(root, options.no_ignore, lake);
     builder.threads(options.threads.max(1));
     let entries = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
@@ -138,8 +141,8 @@ pub fn walk(
 }
 
 /// The walk every source uses: symlinks not followed, `.ignore` honoured, `.gitignore` inside a git
-/// work tree, `.git/` skipped; `no_ignore` takes every entry.
-pub fn walk_builder(root: &Path, no_ignore: bool) -> WalkBuilder {
+/// work tree, `.git/` skipped; `no_ignore` takes every entry. `lake` is never entered.
+pub fn walk_builder(root: &Path, no_ignore: bool, lake: Option<Excluded>) -> WalkBuilder {
     let mut builder = WalkBuilder::new(root);
     builder
         .follow_links(false)
@@ -153,13 +156,84 @@ pub fn walk_builder(root: &Path, no_ignore: bool) -> WalkBuilder {
     if no_ignore {
         builder.standard_filters(false);
     } else {
-        builder
-            .hidden(false)
-            .ignore(true)
-            .git_ignore(true)
-            .filter_entry(|entry| entry.file_name() != ".git");
+        builder.hidden(false).ignore(true).git_ignore(true);
     }
+    // One filter does both jobs: a builder keeps only the last one it was given.
+    builder.filter_entry(move |entry| {
+        (no_ignore || entry.file_name() != ".git") && !lake.is_some_and(|lake| lake.is(entry))
+    });
     builder
+}
+
+/// A directory that no walk enters: the lake a run writes, which is never one of its inputs.
+/// Known by device and inode, so that every spelling of it (`..`, a symlink, a bind mount) is the
+/// same directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Excluded {
+    dev: u64,
+    ino: u64,
+}
+
+impl Excluded {
+    /// The directory at `dir`; none when there is no directory there (yet).
+    pub fn of(dir: &Path) -> Option<Excluded> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).ok().filter(|m| m.is_dir())?;
+        Some(Excluded {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Whether a walk entry is this directory. The inode comes with the directory listing; the
+    /// device is looked up only when the inode matches.
+    fn is(&self, entry: &ignore::DirEntry) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        entry.file_type().is_some_and(|t| t.is_dir())
+            && entry.ino() == Some(self.ino)
+            && entry.metadata().is_ok_and(|m| m.dev() == self.dev)
+    }
+}
+
+/// Refuses a directory input that is the lake or lies inside it: a run would read what it
+/// writes. Compares canonical paths; a lake that does not exist yet is resolved through its
+/// nearest existing ancestor.
+pub fn check_outside_lake(dir: &Path, lake: &Path) -> Result<(), SourceError> {
+    let (Ok(dir_canonical), Some(lake_canonical)) = (dir.canonicalize(), resolve(lake)) else {
+        return Ok(()); // a missing input is reported by whoever opens it
+    };
+    if dir_canonical.starts_with(&lake_canonical) {
+        return Err(SourceError::InsideLake {
+            path: dir.to_path_buf(),
+            lake: lake.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// `path` with symlinks, `.` and `..` resolved as far as it exists, the rest appended as written
+/// (with `..` taken lexically: what does not exist yet will be created as plain directories).
+pub fn resolve(path: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(path).ok()?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canonical) = existing.canonicalize() {
+            let mut resolved = canonical;
+            for component in rest.iter().rev() {
+                match component {
+                    std::path::Component::ParentDir => {
+                        resolved.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => resolved.push(other.as_os_str()),
+                }
+            }
+            return Some(resolved);
+        }
+        rest.push(existing.components().next_back()?);
+        existing = existing.parent()?;
+    }
 }
 
 /// What the reader may do with an entry of this type.
