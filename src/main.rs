@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -30,7 +31,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Watch live directories and ingest every change until Ctrl-C or SIGTERM.
     Watch(WatchArgs),
-    /// Print the current statistics of a lake.
+    /// Print the current statistics of a lake: totals, languages, top rules and duplicate
+    /// content in brief; --dimension lists one dimension in full, --json prints every row.
     Stats(StatsArgs),
     /// Merge small part files of a lake's tables into larger ones, atomically.
     ///
@@ -70,16 +72,18 @@ struct WatchArgs {
     named: Vec<String>,
     #[command(flatten)]
     run: RunArgs,
-    /// An epoch closes (and the live statistics update) this many milliseconds after it opened.
-    #[arg(long, value_name = "MS", default_value_t = 20)]
+    /// An epoch closes (and the live statistics update) this many milliseconds after it opened,
+    /// 0 to 3600000 (an hour); 0 closes an epoch as soon as it has changes.
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_MS))]
     latency_ms: u64,
-    /// A file written without close-write is taken once quiet this many milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 50)]
+    /// A file written without close-write is taken once quiet this many milliseconds, 0 to
+    /// 3600000 (an hour); 0 takes it at its first event.
+    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_MS))]
     debounce_ms: u64,
-    /// Poll at this interval instead of using inotify (for network filesystems, or too many
-    /// directories for fs.inotify.max_user_watches).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    poll: Option<std::time::Duration>,
+    /// Poll at this interval, at least 10ms, instead of using inotify (for network filesystems,
+    /// or too many directories for fs.inotify.max_user_watches).
+    #[arg(long, value_name = "DURATION", value_parser = parse_poll)]
+    poll: Option<Duration>,
     /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
     #[arg(long)]
     no_ignore: bool,
@@ -94,13 +98,15 @@ struct RunArgs {
     /// Pipeline file (JSON); the built-in default pack when absent.
     #[arg(long, value_name = "FILE")]
     pipeline: Option<PathBuf>,
-    /// Worker threads [default: the number of cores].
-    #[arg(long, value_name = "N")]
+    /// Worker threads, from 1 to 64 or to the number of cores where that is more [default: the
+    /// number of cores]. Every worker exchanges progress with every other, so coordination grows
+    /// with the square of N; workers beyond the cores only help reads that wait on the disk.
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
     workers: Option<usize>,
-    /// Commit (part files, a commit record, stats_current.parquet) at least this often; a run
-    /// stopped or killed continues from its last commit.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    commit_interval: std::time::Duration,
+    /// Commit (part files, a commit record, stats_current.parquet) at least this often, from
+    /// 10ms to 7days; a run stopped or killed continues from its last commit.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_commit_interval)]
+    commit_interval: Duration,
     /// Checkpoint the tracked state once this many rows (and at least twice as many as there are
     /// tracked paths) were committed after the last checkpoint, so a restart reads a bounded
     /// amount.
@@ -134,23 +140,86 @@ impl RunArgs {
     }
 
     fn workers(&self) -> usize {
-        self.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+        self.workers.unwrap_or_else(cores)
     }
+}
+
+/// The longest `--latency-ms` and `--debounce-ms`: an hour. Longer, the statistics or a file
+/// written without close-write would wait for the stop.
+const MAX_WAIT_MS: u64 = 3_600_000;
+/// `--workers` goes up to this, or to the number of cores where that is more.
+const MAX_WORKERS_FLOOR: usize = 64;
+/// Commits closer than this would write a part file per worker and table for a handful of rows
+/// (a replay stamps a new epoch on every file); further apart than this, a crash loses more than
+/// any run is worth, and the interval's arithmetic stays far from overflowing.
+const COMMIT_INTERVAL_RANGE: (Duration, Duration) = (
+    Duration::from_millis(10),
+    Duration::from_secs(7 * 24 * 3600),
+);
+/// A poll interval below this rescans the directories without pause.
+const MIN_POLL: Duration = Duration::from_millis(10);
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// `--workers`: 1 up to the larger of [`MAX_WORKERS_FLOOR`] and the number of cores. Timely
+/// connects every worker with every other: on two cores, 128 workers take half a minute to
+/// replay two files and 1,000 take many minutes, with nothing to gain.
+fn parse_workers(text: &str) -> Result<usize, String> {
+    let max = MAX_WORKERS_FLOOR.max(cores());
+    let n: usize = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of workers: {e}"))?;
+    if !(1..=max).contains(&n) {
+        return Err(format!(
+            "{n} is not in 1..={max} (64, or the number of cores where that is more: \
+             coordination between workers grows with the square of their number)"
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration (like 5s or 100ms): {e}"))
+}
+
+fn parse_commit_interval(text: &str) -> Result<Duration, String> {
+    let (min, max) = COMMIT_INTERVAL_RANGE;
+    let duration = parse_duration(text)?;
+    if duration < min || duration > max {
+        return Err(format!(
+            "{text} is not between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(duration)
+}
+
+fn parse_poll(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < MIN_POLL {
+        return Err(format!(
+            "{text} is shorter than {}: the directories would be rescanned without pause",
+            humantime::format_duration(MIN_POLL)
+        ));
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, clap::Args)]
 struct StatsArgs {
     /// The lake directory.
     lake: PathBuf,
-    /// Print JSON (an array of objects) instead of a table.
+    /// Print every row as JSON (an array of objects) instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Only this dimension (rule, rule_language, rule_dir, language, duplicates, total).
-    #[arg(long, value_name = "DIMENSION")]
+    /// Print every row of this dimension instead of the summary.
+    #[arg(long, value_name = "DIMENSION", value_parser = clap::builder::PossibleValuesParser::new(exoflow::query::DIMENSIONS))]
     dimension: Option<String>,
 }
 
@@ -187,6 +256,12 @@ fn keep_freed_memory() {
     }
 }
 
+/// Log lines are coloured only on a terminal, and never with NO_COLOR set (https://no-color.org):
+/// escape codes in a log file or a pipe are noise to whoever reads or greps it.
+fn colour_logs() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     tracing_subscriber::fmt()
@@ -195,6 +270,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -263,8 +339,8 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         options: WatchOptions {
             no_ignore: args.no_ignore,
             poll: args.poll,
-            debounce: std::time::Duration::from_millis(args.debounce_ms),
-            latency: std::time::Duration::from_millis(args.latency_ms.max(1)),
+            debounce: Duration::from_millis(args.debounce_ms),
+            latency: Duration::from_millis(args.latency_ms.max(1)),
             commit_interval: args.run.commit_interval,
         },
         commit_interval: args.run.commit_interval,
@@ -317,8 +393,10 @@ fn run_stats(args: StatsArgs) -> ExitCode {
             Ok(text) => print(&text),
             Err(e) => return fail(&anyhow::Error::new(e), 1),
         }
-    } else {
+    } else if args.dimension.is_some() {
         print(&exoflow::query::format_table(&rows));
+    } else {
+        print(&exoflow::query::format_summary(&rows));
     }
     ExitCode::SUCCESS
 }
@@ -329,9 +407,6 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         Err(code) => return code,
     };
     let workers = args.run.workers();
-    if workers == 0 {
-        return fail(&anyhow::anyhow!("--workers must be at least 1"), 2);
-    }
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
         Err(code) => return code,
