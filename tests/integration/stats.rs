@@ -308,9 +308,25 @@ fn stats_command_prints_a_table_and_json() {
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == row)
     };
-    assert!(has_row(&["language", "Rust", "-", "files", "1"]), "{table}");
-    assert!(has_row(&["rule", "''", "todo", "matches", "2"]), "{table}");
+    // The summary: totals, then languages, then rules.
+    assert!(
+        table.contains("total: 2 files, 23 bytes, 2 lines, 2 matches"),
+        "{table}"
+    );
+    assert!(has_row(&["Rust", "1", "12", "1"]), "{table}");
+    assert!(has_row(&["todo", "2", "2"]), "{table}");
     assert!(table.contains("current at epoch 1"), "{table}");
+    let language =
+        String::from_utf8(run_ok(&["stats", s(&lake), "--dimension", "language"]).stdout).unwrap();
+    let has_row = |row: &[&str]| {
+        language
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == row)
+    };
+    assert!(
+        has_row(&["language", "Rust", "-", "files", "1"]),
+        "{language}"
+    );
     let json = run_ok(&["stats", s(&lake), "--json", "--dimension", "rule"]).stdout;
     let rows: serde_json::Value = serde_json::from_slice(&json).unwrap();
     let rows = rows.as_array().unwrap();
