@@ -262,8 +262,21 @@ fn colour_logs() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// A write past the file size limit (`ulimit -f`) raises SIGXFSZ, whose default action kills the
+/// process without a word. Ignored, the write fails with EFBIG instead, and the run stops like on
+/// any other write error: exit 1, the file named, the lake at its last commit.
+fn fail_writes_past_the_file_size_limit() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN is async-signal-safe and is done before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    fail_writes_past_the_file_size_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -353,7 +366,10 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             print(&summary.to_string());
             ExitCode::SUCCESS
         }
-        Err(e @ exoflow::watch::WatchError::Lake(_)) => fail(&anyhow::Error::new(e), 2),
+        Err(exoflow::watch::WatchError::Lake(e)) => {
+            let code = if e.is_usage() { 2 } else { 1 };
+            fail(&anyhow::Error::new(e), code)
+        }
         Err(e @ exoflow::watch::WatchError::Input(_)) => fail(&anyhow::Error::new(e), 2),
         Err(e) => fail(&anyhow::Error::new(e), 1),
     }
@@ -446,7 +462,10 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             }
         }
         Err(ReplayError::Input(e)) => fail(&anyhow::Error::new(e), 2),
-        Err(ReplayError::Lake(e)) => fail(&anyhow::Error::new(e), 2),
+        Err(ReplayError::Lake(e)) => {
+            let code = if e.is_usage() { 2 } else { 1 };
+            fail(&anyhow::Error::new(e), code)
+        }
         Err(e) => fail(&anyhow::Error::new(e), 1),
     }
 }

@@ -7,6 +7,7 @@ use arrow_array::{Array, Int64Array, StringArray, UInt64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
+use crate::sink::schema::table;
 use crate::sink::stats::STATS_CURRENT_FILE;
 
 /// One row of `stats_current`.
@@ -51,9 +52,15 @@ pub fn current_stats(lake: &Path) -> Result<Vec<StatRow>, QueryError> {
         }
         Err(e) => return Err(read(e.into())),
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| read(e.into()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read(e.into()))?;
+    // The file is checked whole before a row is taken, so that a file of another schema is an
+    // error naming the column, never a panic or a partial answer.
+    if let Some(detail) = table("stats_current").difference(builder.schema()) {
+        return Err(read(
+            format!("its columns are not those of schemas/stats_current.json: {detail}").into(),
+        ));
+    }
+    let reader = builder.build().map_err(|e| read(e.into()))?;
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| read(e.into()))?;

@@ -30,8 +30,8 @@ import xxhash
 COLUMNS = {
     "files": ["source", "path", "path_bytes", "op", "size", "hash", "lines",
               "entropy", "is_binary", "skip_reason"],
-    "file_rules": ["source", "path", "rule", "count"],
-    "matches": ["source", "path", "rule", "line", "column", "offset", "excerpt"],
+    "file_rules": ["source", "path", "path_bytes", "rule", "count"],
+    "matches": ["source", "path", "path_bytes", "rule", "line", "column", "offset", "excerpt"],
 }
 # Accepted pyarrow types per column (the lake contract), checked on the pyarrow read.
 TYPES = {"source": "string", "path": "string", "op": "string", "language": "string",
@@ -187,10 +187,11 @@ def expected_rows(corpus, pipeline, source=None):
             continue
         counts, matches = scan(content, rules, max_matches)
         for rid, n in counts:
-            out["file_rules"].append(dict(source=source, path=path, rule=rid, count=n))
+            out["file_rules"].append(dict(source=source, path=path, path_bytes=path_bytes,
+                                         rule=rid, count=n))
         for rid, line, column, off, exc in matches:
-            out["matches"].append(dict(source=source, path=path, rule=rid, line=line,
-                                       column=column, offset=off, excerpt=exc))
+            out["matches"].append(dict(source=source, path=path, path_bytes=path_bytes, rule=rid,
+                                       line=line, column=column, offset=off, excerpt=exc))
     return out
 
 

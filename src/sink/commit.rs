@@ -84,10 +84,21 @@ pub enum LakeError {
         lake_rules: Vec<String>,
         ours: String,
     },
-    #[error("commit record {path} is unreadable: {reason}")]
+    #[error("cannot read commit record {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     Sink(#[from] SinkError),
+}
+
+impl LakeError {
+    /// The wrong lake for this run (in use, foreign, another pipeline), as opposed to a lake
+    /// that is damaged or cannot be read or written, which is a runtime failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            LakeError::Locked { .. } | LakeError::Foreign { .. } | LakeError::PipelineChanged { .. }
+        )
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
@@ -371,7 +382,13 @@ fn record_name(sequence: u64) -> String {
 /// damage from outside and an error, not something to skip.
 fn newest_record(dir: &Path) -> Result<Option<CommitRecord>, LakeError> {
     let newest = std::fs::read_dir(dir)
-        .map_err(|e| LakeError::Sink(io_error(dir)(e)))?
+        .map_err(|source| {
+            LakeError::Sink(SinkError::ReadIo {
+                what: "commit log",
+                path: dir.to_path_buf(),
+                source,
+            })
+        })?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
@@ -382,13 +399,27 @@ fn newest_record(dir: &Path) -> Result<Option<CommitRecord>, LakeError> {
     let Some((_, path)) = newest else {
         return Ok(None);
     };
-    let text = std::fs::read(&path).map_err(|e| LakeError::Sink(io_error(&path)(e)))?;
-    serde_json::from_slice(&text)
-        .map(Some)
-        .map_err(|e| LakeError::Corrupt {
-            path,
-            reason: e.to_string(),
+    let text = std::fs::read(&path).map_err(|source| {
+        LakeError::Sink(SinkError::ReadIo {
+            what: "commit record",
+            path: path.clone(),
+            source,
         })
+    })?;
+    let record: CommitRecord = serde_json::from_slice(&text).map_err(|e| LakeError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if record.format != FORMAT {
+        return Err(LakeError::Corrupt {
+            path,
+            reason: format!(
+                "it is of format {}, and this exoflow reads format {FORMAT}",
+                record.format
+            ),
+        });
+    }
+    Ok(Some(record))
 }
 
 /// A temporary file of ours: hidden, ending in `.tmp`.

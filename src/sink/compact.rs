@@ -41,11 +41,11 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::SinkError;
 use super::commit::{LOG_DIR, Lake, LakeError, PART_TABLES, part_epochs, sync_dir};
 use super::parquet::{finish_atomically, writer_properties};
+use super::restore::open_table_file;
 use super::schema::{TableSchema, table};
 
 /// Parts of at least this many bytes are left as they are (64 MiB).
@@ -254,7 +254,7 @@ impl CompactError {
                 | CompactError::NotALake { .. }
                 | CompactError::UnknownTable { .. }
                 | CompactError::Directory { .. }
-        ) || matches!(self, CompactError::Lake(e) if !matches!(e, LakeError::Sink(_)))
+        ) || matches!(self, CompactError::Lake(e) if e.is_usage())
     }
 }
 
@@ -437,18 +437,26 @@ fn compact_table(
 /// The part files of the table directory `dir`, and the names of its other files. A missing
 /// directory is an empty table; a directory inside it is refused, since links cannot carry it.
 fn list(dir: &Path) -> Result<Listing, CompactError> {
+    let list_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SinkError::ReadIo {
+            what: "table directory",
+            path,
+            source,
+        }
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
-        Err(e) => return Err(io_error(dir)(e).into()),
+        Err(e) => return Err(list_error(dir)(e).into()),
     };
     let mut parts = Vec::new();
     let mut others = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(io_error(dir))?;
+        let entry = entry.map_err(list_error(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path).map_err(io_error(&path))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(list_error(&path))?;
         if meta.is_dir() {
             return Err(CompactError::Directory {
                 table: dir.to_path_buf(),
@@ -571,26 +579,15 @@ fn merge(inputs: &[Part], schema: &TableSchema, target: &Path) -> Result<u64, Co
     let mut writer = ArrowWriter::try_new(file, schema.arrow.clone(), Some(writer_properties()))
         .map_err(parquet_error)?;
     for input in inputs {
-        let read_error = |reason: String| SinkError::Read {
-            path: input.path.clone(),
-            reason,
-        };
-        let file = File::open(&input.path).map_err(io_error(&input.path))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| read_error(e.to_string()))?;
-        if reader.schema().fields() != schema.arrow.fields() {
-            return Err(SinkError::SchemaMismatch {
-                table: schema.spec.table.clone(),
-                detail: format!("{} has {:?}", input.path.display(), reader.schema()),
-            }
-            .into());
-        }
-        let reader = reader
-            .with_batch_size(READ_BATCH_ROWS)
-            .build()
-            .map_err(|e| read_error(e.to_string()))?;
+        // The columns are checked to be the table's, so the batches can take its schema below.
+        let reader =
+            open_table_file(&input.path, &schema.spec.table, "part file", READ_BATCH_ROWS)?;
         for batch in reader {
-            let batch = batch.map_err(|e| read_error(e.to_string()))?;
+            let batch = batch.map_err(|source| SinkError::ReadArrow {
+                what: "part file",
+                path: input.path.clone(),
+                source,
+            })?;
             // The table's own schema, so the file carries exactly what every other part does.
             let batch = RecordBatch::try_new(schema.arrow.clone(), batch.columns().to_vec())
                 .map_err(|source| SinkError::Arrow {

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use super::commit::{LOG_DIR, Lake, LakeError, checkpoint_dir, part_epochs, parts, sync_dir};
+use super::commit::{LOG_DIR, Lake, LakeError, checkpoint_dir, part_epochs, sync_dir};
 use super::parquet::replace_file;
-use super::{SinkError, tables};
+use super::{SinkError, schema, tables};
 use crate::pipeline::{Pipeline, RuleSet};
 use crate::source::path_id;
 use crate::version::{Features, FileVersion, Language, SkipReason};
@@ -68,18 +68,22 @@ pub fn open_for_run(root: &Path, pipeline: &Pipeline) -> Result<(Arc<Lake>, Lake
 }
 
 /// Reads the current versions of the lake at `root` as of `range.through`.
+///
+/// Every row is keyed by its exact name: `path_bytes` where it is set, else `path`. The lossy
+/// `path` alone is not a key: `c\xfe.txt`, `c\xff.txt` and a real `c\u{fffd}.txt` all share it.
 pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState, SinkError> {
     if range.through == 0 {
         return Ok(LakeState::default());
     }
     let after = range.checkpoint.unwrap_or(0);
-    let mut sources: Vec<PathBuf> = Vec::new();
-    if let Some(c) = range.checkpoint {
-        sources.push(checkpoint_dir(root, c).join("files.parquet"));
-    }
+    let checkpoint = |name: &str| {
+        range
+            .checkpoint
+            .map(|c| (checkpoint_dir(root, c).join(name), CHECKPOINT_FILE))
+    };
     // Parts in epoch order (names sort as text, epochs as numbers).
-    let tail = |table: &str| {
-        let mut tail: Vec<((u64, u64), PathBuf)> = parts(root, table)
+    let tail = |table: &str| -> Result<Vec<(PathBuf, &'static str)>, SinkError> {
+        let mut tail: Vec<((u64, u64), PathBuf)> = committed_parts(root, table)?
             .into_iter()
             .filter_map(|p| {
                 let epochs = part_epochs(&p.file_name()?.to_string_lossy())?;
@@ -87,16 +91,18 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
             })
             .collect();
         tail.sort();
-        tail.into_iter().map(|(_, p)| p)
+        Ok(tail.into_iter().map(|(_, p)| (p, PART_FILE)).collect())
     };
-    sources.extend(tail("files"));
+    let mut sources: Vec<(PathBuf, &'static str)> = Vec::new();
+    sources.extend(checkpoint("files.parquet"));
+    sources.extend(tail("files")?);
     let mut current: HashMap<u128, FileVersion> = HashMap::new();
     let mut rows_read = 0u64;
-    for path in &sources {
-        let from_checkpoint = path_is_checkpoint(path);
-        for batch in read(path)? {
+    for (path, what) in &sources {
+        let from_checkpoint = *what == CHECKPOINT_FILE;
+        for batch in read(path, "files", what)? {
             rows_read += batch.num_rows() as u64;
-            for version in versions_of(&batch, path)? {
+            for version in versions_of(&batch, path, what)? {
                 if version.epoch > range.through || (!from_checkpoint && version.epoch <= after) {
                     continue;
                 }
@@ -111,29 +117,26 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
         }
     }
     current.retain(|_, v| !v.deleted);
-    // Rule counts: the rows of each current version's epoch. `file_rules` names paths in lossy
-    // UTF-8, which is the exact name for every path but those that are not UTF-8.
-    let mut rule_sources: Vec<PathBuf> = Vec::new();
-    if let Some(c) = range.checkpoint {
-        rule_sources.push(checkpoint_dir(root, c).join("file_rules.parquet"));
-    }
-    rule_sources.extend(tail("file_rules"));
-    let lossy: HashMap<u128, u128> = current
-        .iter()
-        .filter(|(_, v)| std::str::from_utf8(&v.path).is_err())
-        .map(|(id, v)| (path_id(&v.source, v.path_lossy().as_bytes()), *id))
-        .collect();
+    // Rule counts: the rows of each current version's epoch.
+    let mut rule_sources: Vec<(PathBuf, &'static str)> = Vec::new();
+    rule_sources.extend(checkpoint("file_rules.parquet"));
+    rule_sources.extend(tail("file_rules")?);
     let ids: HashMap<&str, u32> = (0..rules.len() as u32).map(|i| (rules.id(i), i)).collect();
-    for path in &rule_sources {
-        for batch in read(path)? {
-            let source = column(&batch, "source", path)?.as_string::<i32>();
-            let file = column(&batch, "path", path)?.as_string::<i32>();
-            let epoch = column(&batch, "epoch", path)?.as_primitive::<UInt64Type>();
-            let rule = column(&batch, "rule", path)?.as_string::<i32>();
-            let count = column(&batch, "count", path)?.as_primitive::<UInt64Type>();
+    for (path, what) in &rule_sources {
+        for batch in read(path, "file_rules", what)? {
+            let source = column(&batch, "source", path, what)?.as_string::<i32>();
+            let file = column(&batch, "path", path, what)?.as_string::<i32>();
+            let file_bytes = column(&batch, "path_bytes", path, what)?.as_binary::<i32>();
+            let epoch = column(&batch, "epoch", path, what)?.as_primitive::<UInt64Type>();
+            let rule = column(&batch, "rule", path, what)?.as_string::<i32>();
+            let count = column(&batch, "count", path, what)?.as_primitive::<UInt64Type>();
             for row in 0..batch.num_rows() {
-                let id = path_id(source.value(row), file.value(row).as_bytes());
-                let id = lossy.get(&id).copied().unwrap_or(id);
+                let name = if file_bytes.is_valid(row) {
+                    file_bytes.value(row)
+                } else {
+                    file.value(row).as_bytes()
+                };
+                let id = path_id(source.value(row), name);
                 let Some(version) = current.get_mut(&id) else {
                     continue;
                 };
@@ -141,7 +144,11 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
                     continue;
                 }
                 let Some(&index) = ids.get(rule.value(row)) else {
-                    return Err(corrupt(path, format!("unknown rule {:?}", rule.value(row))));
+                    return Err(corrupt(
+                        path,
+                        what,
+                        format!("unknown rule {:?}", rule.value(row)),
+                    ));
                 };
                 version.rule_counts.push((index, count.value(row)));
             }
@@ -151,6 +158,18 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
     for v in &mut versions {
         v.rule_counts.sort_unstable();
         v.rule_counts.dedup();
+        // Two counts of one rule for one version: rows that no run of exoflow writes.
+        if let Some(w) = v.rule_counts.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(SinkError::Read {
+                path: root.join("file_rules"),
+                reason: format!(
+                    "two counts of rule {:?} for {:?} at epoch {}",
+                    rules.id(w[0].0),
+                    v.path_lossy(),
+                    v.epoch
+                ),
+            });
+        }
     }
     versions.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
     let parts_read = sources.len() as u64 - u64::from(range.checkpoint.is_some());
@@ -161,10 +180,34 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
     })
 }
 
-fn path_is_checkpoint(path: &Path) -> bool {
-    path.parent()
-        .and_then(|p| p.file_name())
-        .is_some_and(|n| n.to_string_lossy().starts_with("checkpoint-"))
+/// What the files a restart reads are called in its errors.
+const PART_FILE: &str = "part file";
+const CHECKPOINT_FILE: &str = "checkpoint file";
+
+/// The committed part files of `table`, by name. Unlike [`super::commit::parts`], a table
+/// directory that exists but cannot be listed is an error: taken as empty, it would make a
+/// restart forget every path it holds.
+fn committed_parts(root: &Path, table: &str) -> Result<Vec<PathBuf>, SinkError> {
+    let dir = root.join(table);
+    let read_error = |source| SinkError::ReadIo {
+        what: "table directory",
+        path: dir.clone(),
+        source,
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut parts = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(read_error)?;
+        if part_epochs(&entry.file_name().to_string_lossy()).is_some() {
+            parts.push(entry.path());
+        }
+    }
+    parts.sort();
+    Ok(parts)
 }
 
 /// Writes the current versions as of `epoch` as the checkpoint `_exoflow/checkpoint-<epoch>/`:
@@ -202,53 +245,92 @@ pub fn write_checkpoint(
     sync_dir(&root.join(LOG_DIR))
 }
 
-fn corrupt(path: &Path, reason: String) -> SinkError {
+fn corrupt(path: &Path, what: &str, reason: String) -> SinkError {
     SinkError::Read {
         path: path.to_path_buf(),
-        reason,
+        reason: format!("{what} holds {reason}"),
     }
 }
 
-fn read(path: &Path) -> Result<Vec<RecordBatch>, SinkError> {
-    let file = File::open(path).map_err(|source| SinkError::Io {
+/// Opens the Parquet file `path` (a `what` of table `table`) for reading, after checking that its
+/// columns are the table's: the readers below may then take every column as its schema type.
+pub fn open_table_file(
+    path: &Path,
+    table: &str,
+    what: &'static str,
+    batch_rows: usize,
+) -> Result<ParquetRecordBatchReader, SinkError> {
+    let file = File::open(path).map_err(|source| SinkError::ReadIo {
+        what,
         path: path.to_path_buf(),
         source,
     })?;
-    let parquet_error = |source| SinkError::Parquet {
+    let parquet_error = |source| SinkError::ReadParquet {
+        what,
         path: path.to_path_buf(),
         source,
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet_error)?
-        .with_batch_size(16 * 1024)
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
+    if let Some(detail) = schema::table(table).difference(builder.schema()) {
+        return Err(SinkError::ReadSchema {
+            what,
+            path: path.to_path_buf(),
+            table: table.to_string(),
+            detail,
+        });
+    }
+    builder
+        .with_batch_size(batch_rows)
         .build()
-        .map_err(parquet_error)?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(path, e.to_string()))
+        .map_err(parquet_error)
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a dyn Array, SinkError> {
+fn read(path: &Path, table: &str, what: &'static str) -> Result<Vec<RecordBatch>, SinkError> {
+    open_table_file(path, table, what, 16 * 1024)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| SinkError::ReadArrow {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+    what: &str,
+) -> Result<&'a dyn Array, SinkError> {
     batch
         .column_by_name(name)
         .map(|c| c.as_ref())
-        .ok_or_else(|| corrupt(path, format!("no column {name}")))
+        .ok_or_else(|| corrupt(path, what, format!("no column {name}")))
 }
 
-/// The versions in a batch of the `files` table.
-fn versions_of(batch: &RecordBatch, path: &Path) -> Result<Vec<FileVersion>, SinkError> {
-    let source = column(batch, "source", path)?.as_string::<i32>();
-    let name = column(batch, "path", path)?.as_string::<i32>();
-    let name_bytes = column(batch, "path_bytes", path)?.as_binary::<i32>();
-    let op = column(batch, "op", path)?.as_string::<i32>();
-    let epoch = column(batch, "epoch", path)?.as_primitive::<UInt64Type>();
-    let size = column(batch, "size", path)?.as_primitive::<UInt64Type>();
-    let hash = column(batch, "hash", path)?.as_fixed_size_binary();
-    let lines = column(batch, "lines", path)?.as_primitive::<UInt64Type>();
-    let entropy = column(batch, "entropy", path)?.as_primitive::<Float64Type>();
-    let is_binary = column(batch, "is_binary", path)?.as_boolean();
-    let language = column(batch, "language", path)?.as_string::<i32>();
-    let skip_reason = column(batch, "skip_reason", path)?.as_string::<i32>();
+/// The versions in a batch of the `files` table, read from `path`. The batch's columns are the
+/// table's (see [`open_table_file`]); what their values say is checked here, so that a damaged
+/// row is an error naming the file rather than a wrong version.
+fn versions_of(batch: &RecordBatch, path: &Path, what: &str) -> Result<Vec<FileVersion>, SinkError> {
+    let col = |name: &str| column(batch, name, path, what);
+    let source = col("source")?.as_string::<i32>();
+    let name = col("path")?.as_string::<i32>();
+    let name_bytes = col("path_bytes")?.as_binary::<i32>();
+    let op = col("op")?.as_string::<i32>();
+    let epoch = col("epoch")?.as_primitive::<UInt64Type>();
+    let size = col("size")?.as_primitive::<UInt64Type>();
+    let hash = col("hash")?.as_fixed_size_binary();
+    let lines = col("lines")?.as_primitive::<UInt64Type>();
+    let entropy = col("entropy")?.as_primitive::<Float64Type>();
+    let is_binary = col("is_binary")?.as_boolean();
+    let language = col("language")?.as_string::<i32>();
+    let skip_reason = col("skip_reason")?.as_string::<i32>();
+    let bad = |row: usize, reason: String| {
+        corrupt(
+            path,
+            what,
+            format!("a row for {:?} with {reason}", name.value(row)),
+        )
+    };
     let mut versions = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         let exact = if name_bytes.is_valid(row) {
@@ -256,17 +338,28 @@ fn versions_of(batch: &RecordBatch, path: &Path) -> Result<Vec<FileVersion>, Sin
         } else {
             name.value(row).as_bytes().to_vec()
         };
+        let deleted = match op.value(row) {
+            "upsert" => false,
+            "delete" => true,
+            other => return Err(bad(row, format!("the op {other:?}"))),
+        };
         let features = if hash.is_valid(row) {
+            if !(lines.is_valid(row) && entropy.is_valid(row) && is_binary.is_valid(row)) {
+                return Err(bad(row, "a hash but not every other feature".into()));
+            }
             let language = if language.is_valid(row) {
                 let name = language.value(row);
                 let interned = crate::kernels::language::intern(name)
-                    .ok_or_else(|| corrupt(path, format!("unknown language {name:?}")))?;
+                    .ok_or_else(|| bad(row, format!("the unknown language {name:?}")))?;
                 Some(Language(interned))
             } else {
                 None
             };
             Some(Features {
-                hash: hash.value(row).try_into().expect("16 bytes"),
+                hash: hash
+                    .value(row)
+                    .try_into()
+                    .map_err(|_| bad(row, "a hash that is not 16 bytes".into()))?,
                 lines: lines.value(row),
                 entropy: entropy.value(row),
                 is_binary: is_binary.value(row),
@@ -279,7 +372,7 @@ fn versions_of(batch: &RecordBatch, path: &Path) -> Result<Vec<FileVersion>, Sin
             let reason = skip_reason.value(row);
             Some(
                 SkipReason::parse(reason)
-                    .ok_or_else(|| corrupt(path, format!("unknown skip_reason {reason:?}")))?,
+                    .ok_or_else(|| bad(row, format!("the unknown skip_reason {reason:?}")))?,
             )
         } else {
             None
@@ -287,7 +380,7 @@ fn versions_of(batch: &RecordBatch, path: &Path) -> Result<Vec<FileVersion>, Sin
         versions.push(FileVersion {
             source: source.value(row).to_string(),
             path: exact,
-            deleted: op.value(row) == "delete",
+            deleted,
             epoch: epoch.value(row),
             size: size.is_valid(row).then(|| size.value(row)),
             features,

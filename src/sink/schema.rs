@@ -73,6 +73,53 @@ pub fn table(name: &str) -> &'static TableSchema {
 }
 
 impl TableSchema {
+    /// How the columns of a file read from the lake differ from this table's, if they do: the
+    /// first difference, in words. Names, types, nullability and order must all be the table's,
+    /// since readers address columns by name and compaction copies them by position; metadata is
+    /// not compared.
+    pub fn difference(&self, found: &Schema) -> Option<String> {
+        let expected = self.arrow.fields();
+        for field in expected {
+            match found.field_with_name(field.name()) {
+                Err(_) => return Some(format!("no column {}", field.name())),
+                Ok(f) if f.data_type() != field.data_type() => {
+                    return Some(format!(
+                        "column {} is {}, not {}",
+                        field.name(),
+                        f.data_type(),
+                        field.data_type()
+                    ));
+                }
+                Ok(f) if f.is_nullable() != field.is_nullable() => {
+                    return Some(format!(
+                        "column {} is {}nullable",
+                        field.name(),
+                        if f.is_nullable() { "" } else { "not " }
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(extra) = found
+            .fields()
+            .iter()
+            .find(|f| !expected.iter().any(|e| e.name() == f.name()))
+        {
+            return Some(format!("unexpected column {}", extra.name()));
+        }
+        let names = |fields: &arrow_schema::Fields| -> Vec<String> {
+            fields.iter().map(|f| f.name().clone()).collect()
+        };
+        if found.fields().len() != expected.len() || names(found.fields()) != names(expected) {
+            return Some(format!(
+                "columns in the order {:?}, not {:?}",
+                names(found.fields()),
+                names(expected)
+            ));
+        }
+        None
+    }
+
     /// Parses a schema file.
     pub fn parse(text: &str) -> Result<TableSchema, String> {
         let spec: TableSpec = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -119,6 +166,27 @@ mod tests {
             for c in &t.spec.columns {
                 assert!(!c.doc.trim().is_empty(), "{name}.{} has no doc", c.name);
             }
+            assert_eq!(t.difference(&t.arrow), None);
         }
+    }
+
+    #[test]
+    fn a_difference_names_the_column() {
+        let t = table("file_rules");
+        let with = |fields: Vec<Field>| t.difference(&Schema::new(fields));
+        let mut fields: Vec<Field> = t.arrow.fields().iter().map(|f| (**f).clone()).collect();
+        let count = fields.pop().unwrap();
+        assert_eq!(with(fields.clone()).as_deref(), Some("no column count"));
+        let wrong = Field::new("count", DataType::Utf8, false);
+        let found = with([fields.clone(), vec![wrong]].concat()).unwrap();
+        assert!(found.starts_with("column count is Utf8"), "{found}");
+        let nullable = count.clone().with_nullable(true);
+        let found = with([fields.clone(), vec![nullable]].concat()).unwrap();
+        assert_eq!(found, "column count is nullable");
+        let extra = Field::new("extra", DataType::Utf8, true);
+        let found = with([fields.clone(), vec![count.clone(), extra]].concat()).unwrap();
+        assert_eq!(found, "unexpected column extra");
+        let found = with([vec![count], fields].concat()).unwrap();
+        assert!(found.starts_with("columns in the order"), "{found}");
     }
 }

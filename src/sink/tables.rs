@@ -90,13 +90,16 @@ fn files(versions: &[FileVersion]) -> Result<RecordBatch, ArrowError> {
 fn file_rules(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, ArrowError> {
     let mut source = StringBuilder::new();
     let mut path = StringBuilder::new();
+    let mut path_bytes = BinaryBuilder::new();
     let mut epoch = UInt64Builder::new();
     let mut rule = StringBuilder::new();
     let mut count = UInt64Builder::new();
     for v in versions {
+        let exact = v.path_bytes_if_not_utf8();
         for &(index, n) in &v.rule_counts {
             source.append_value(&v.source);
             path.append_value(v.path_lossy());
+            path_bytes.append_option(exact);
             epoch.append_value(v.epoch);
             rule.append_value(rules.id(index));
             count.append_value(n);
@@ -105,6 +108,7 @@ fn file_rules(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, 
     let columns: Vec<ArrayRef> = vec![
         Arc::new(source.finish()),
         Arc::new(path.finish()),
+        Arc::new(path_bytes.finish()),
         Arc::new(epoch.finish()),
         Arc::new(rule.finish()),
         Arc::new(count.finish()),
@@ -115,6 +119,7 @@ fn file_rules(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, 
 fn matches(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, ArrowError> {
     let mut source = StringBuilder::new();
     let mut path = StringBuilder::new();
+    let mut path_bytes = BinaryBuilder::new();
     let mut epoch = UInt64Builder::new();
     let mut rule = StringBuilder::new();
     let mut line = UInt64Builder::new();
@@ -122,9 +127,11 @@ fn matches(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, Arr
     let mut offset = UInt64Builder::new();
     let mut excerpt = StringBuilder::new();
     for v in versions {
+        let exact = v.path_bytes_if_not_utf8();
         for m in &v.matches {
             source.append_value(&v.source);
             path.append_value(v.path_lossy());
+            path_bytes.append_option(exact);
             epoch.append_value(v.epoch);
             rule.append_value(rules.id(m.rule));
             line.append_value(m.line);
@@ -136,6 +143,7 @@ fn matches(versions: &[FileVersion], rules: &RuleSet) -> Result<RecordBatch, Arr
     let columns: Vec<ArrayRef> = vec![
         Arc::new(source.finish()),
         Arc::new(path.finish()),
+        Arc::new(path_bytes.finish()),
         Arc::new(epoch.finish()),
         Arc::new(rule.finish()),
         Arc::new(line.finish()),
