@@ -96,7 +96,9 @@ impl LakeError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            LakeError::Locked { .. } | LakeError::Foreign { .. } | LakeError::PipelineChanged { .. }
+            LakeError::Locked { .. }
+                | LakeError::Foreign { .. }
+                | LakeError::PipelineChanged { .. }
         )
     }
 }

@@ -460,7 +460,7 @@ fn list(dir: &Path) -> Result<Listing, CompactError> {
         if meta.is_dir() {
             return Err(CompactError::Directory {
                 table: dir.to_path_buf(),
-                entry: name,
+                entry: path.display().to_string(),
             });
         }
         match part_epochs(&name) {
@@ -580,8 +580,12 @@ fn merge(inputs: &[Part], schema: &TableSchema, target: &Path) -> Result<u64, Co
         .map_err(parquet_error)?;
     for input in inputs {
         // The columns are checked to be the table's, so the batches can take its schema below.
-        let reader =
-            open_table_file(&input.path, &schema.spec.table, "part file", READ_BATCH_ROWS)?;
+        let reader = open_table_file(
+            &input.path,
+            &schema.spec.table,
+            "part file",
+            READ_BATCH_ROWS,
+        )?;
         for batch in reader {
             let batch = batch.map_err(|source| SinkError::ReadArrow {
                 what: "part file",

@@ -54,7 +54,9 @@ pub enum SinkError {
         #[source]
         source: arrow_schema::ArrowError,
     },
-    #[error("cannot read {what} {path}: its columns are not those of schemas/{table}.json: {detail}")]
+    #[error(
+        "cannot read {what} {path}: its columns are not those of schemas/{table}.json: {detail}"
+    )]
     ReadSchema {
         what: &'static str,
         path: PathBuf,

@@ -310,7 +310,11 @@ fn column<'a>(
 /// The versions in a batch of the `files` table, read from `path`. The batch's columns are the
 /// table's (see [`open_table_file`]); what their values say is checked here, so that a damaged
 /// row is an error naming the file rather than a wrong version.
-fn versions_of(batch: &RecordBatch, path: &Path, what: &str) -> Result<Vec<FileVersion>, SinkError> {
+fn versions_of(
+    batch: &RecordBatch,
+    path: &Path,
+    what: &str,
+) -> Result<Vec<FileVersion>, SinkError> {
     let col = |name: &str| column(batch, name, path, what);
     let source = col("source")?.as_string::<i32>();
     let name = col("path")?.as_string::<i32>();
