@@ -444,7 +444,8 @@ fn damages() -> Vec<Damage> {
     ]
 }
 
-/// Runs `args` with a deadline, so that a command that hangs on a damaged lake fails the test.
+/// Runs `args`, killed at `deadline` (then its status is SIGKILL, which every check refuses): a
+/// command that hangs, or a watch that runs on a lake it should have refused, fails the test.
 fn run_with_deadline(args: &[&str], deadline: Duration) -> Output {
     let mut child = exoflow()
         .args(args)
@@ -457,11 +458,7 @@ fn run_with_deadline(args: &[&str], deadline: Duration) -> Output {
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > deadline {
             child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "exoflow {args:?} still ran after {deadline:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -532,7 +529,7 @@ fn a_damaged_lake_stops_a_restart_with_exit_1_naming_the_file_read() {
         let (lake, damaged) = damaged_copy(&good, tmp.path(), &damage, "replay");
         let out = run_with_deadline(
             &["replay", s(&tree), "--out", s(&lake)],
-            Duration::from_secs(60),
+            Duration::from_secs(20),
         );
         problems.extend(check(&damage, "replay", damage.restart, &damaged, &out));
         if damage.restart != Expect::ReadError {
@@ -562,7 +559,7 @@ fn a_damaged_lake_stops_a_restart_with_exit_1_naming_the_file_read() {
                 "--commit-interval",
                 "100ms",
             ],
-            Duration::from_secs(60),
+            Duration::from_secs(20),
         );
         problems.extend(check(&damage, "watch", damage.restart, &damaged, &out));
     }
