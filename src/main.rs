@@ -54,12 +54,14 @@ struct CompactArgs {
     /// Only this table (repeatable) [default: all of them].
     #[arg(long, value_name = "TABLE", value_parser = clap::builder::PossibleValuesParser::new(exoflow::sink::commit::PART_TABLES))]
     table: Vec<String>,
-    /// A merged part holds about this much: bytes, or with a unit (KiB, MiB, GiB; kB, MB, GB).
+    /// A merged part holds about this much, more than 0: bytes, or with a unit (KiB, MiB, GiB;
+    /// kB, MB, GB).
     #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = exoflow::sink::compact::parse_size)]
     target_size: u64,
-    /// Parts at least this large are left as they are.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = exoflow::sink::compact::parse_size)]
-    min_size: u64,
+    /// Parts at least this large are left as they are; at most --target-size [default: half of
+    /// --target-size].
+    #[arg(long, value_name = "SIZE", value_parser = exoflow::sink::compact::parse_size)]
+    min_size: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -346,7 +348,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
 fn run_compact(args: CompactArgs) -> ExitCode {
     let options = exoflow::sink::compact::CompactOptions {
         tables: args.table,
-        min_bytes: args.min_size,
+        min_bytes: args.min_size.unwrap_or(args.target_size / 2),
         target_bytes: args.target_size,
     };
     match exoflow::sink::compact::compact(&args.lake, &options) {

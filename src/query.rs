@@ -153,7 +153,12 @@ pub fn format_summary(rows: &[StatRow]) -> String {
     } else {
         let cells = languages.iter().take(SUMMARY_TOP).map(|(key, [f, b, l])| {
             let name = if key.is_empty() { "(unknown)" } else { key };
-            vec![name.to_string(), f.to_string(), b.to_string(), l.to_string()]
+            vec![
+                name.to_string(),
+                f.to_string(),
+                b.to_string(),
+                l.to_string(),
+            ]
         });
         out.push_str(&align(&["language", "files", "bytes", "lines"], cells, 1));
         out.push_str(&more_than(
@@ -191,7 +196,9 @@ pub fn format_summary(rows: &[StatRow]) -> String {
             ("rule", "rules"),
             "--dimension rule",
         ));
-        out.push_str("(by language and by directory: --dimension rule_language, --dimension rule_dir)\n");
+        out.push_str(
+            "(by language and by directory: --dimension rule_language, --dimension rule_dir)\n",
+        );
     }
 
     let mut groups: Vec<(&str, i64)> = rows
@@ -242,7 +249,10 @@ fn more_than(len: usize, shown: usize, (one, many): (&str, &str), flag: &str) ->
         return String::new();
     }
     let n = len - shown;
-    format!("(and {n} more {}: {flag})\n", if n == 1 { one } else { many })
+    format!(
+        "(and {n} more {}: {flag})\n",
+        if n == 1 { one } else { many }
+    )
 }
 
 /// Rows of cells under a header, each column as wide as its widest cell; the columns from
