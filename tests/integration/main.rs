@@ -2,6 +2,7 @@
 
 mod compact;
 mod crash;
+mod hardening_cli;
 mod lake_visibility;
 mod replay;
 mod restart;

@@ -302,7 +302,9 @@ fn stats_command_prints_a_table_and_json() {
     write(&tree, "b.py", "# TODO two\n");
     let lake = tmp.path().join("lake");
     run_ok(&["replay", s(&tree), "--out", s(&lake)]);
-    let table = String::from_utf8(run_ok(&["stats", s(&lake)]).stdout).unwrap();
+    let table: String = ["language", "rule"]
+        .map(|d| String::from_utf8(run_ok(&["stats", s(&lake), "--dimension", d]).stdout).unwrap())
+        .concat();
     let has_row = |row: &[&str]| {
         table
             .lines()
