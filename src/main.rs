@@ -152,8 +152,8 @@ fn cores() -> usize {
 }
 
 /// `--workers`: 1 up to the larger of [`MAX_WORKERS_FLOOR`] and the number of cores. Timely
-/// connects every worker with every other: on two cores, 128 workers take half a minute to
-/// replay two files and 1,000 take many minutes, with nothing to gain.
+/// connects every worker with every other: on two cores, a debug build replays two files in 4 s
+/// with 64 workers, 27 s with 128 and 74 s with 256, with nothing to gain.
 fn parse_workers(text: &str) -> Result<usize, String> {
     let max = MAX_WORKERS_FLOOR.max(cores());
     let n: usize = text
@@ -201,7 +201,8 @@ fn parse_poll(text: &str) -> Result<Duration, String> {
 struct StatsArgs {
     /// The lake directory.
     lake: PathBuf,
-    /// Print every row as JSON (an array of objects) instead of the summary.
+    /// Print every row (of --dimension, when given) as JSON, an array of objects, instead of the
+    /// summary.
     #[arg(long)]
     json: bool,
     /// Print every row of this dimension instead of the summary.
@@ -220,7 +221,8 @@ struct ReplayArgs {
     /// Source name [default: the base name of the first PATH without archive suffixes].
     #[arg(long, value_name = "NAME")]
     source: Option<String>,
-    /// Drop this many leading path components of archive members, like tar.
+    /// Drop this many leading path components of archive members, like tar (a member with no
+    /// more components is left out); directories are taken as they are.
     #[arg(long, value_name = "N", default_value_t = 0)]
     strip_components: usize,
     /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.

@@ -64,6 +64,9 @@ fn a_max_file_bytes_the_batch_offsets_cannot_hold_is_refused_with_exit_2_before_
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");
     small_tree(&tree);
+    // Files named before and after it, so that one shares its batch in any walk order.
+    write(&tree, "0.txt", "zero\n");
+    write(&tree, "zz.txt", "last\n");
     sparse_file(&tree.join("huge.bin"), i32::MAX as u64 - 1);
     let pipeline = tmp.path().join("pipeline.json");
     std::fs::write(&pipeline, r#"{"max_file_bytes": 2147483647}"#).unwrap();
