@@ -13,6 +13,11 @@ pub const DEFAULT_BATCH_BYTES: usize = 16 << 20;
 /// Files after which a batch is full.
 pub const DEFAULT_BATCH_FILES: usize = 1024;
 
+// A batch is full once it holds DEFAULT_BATCH_BYTES, so it holds at most that much before one
+// more file of up to MAX_FILE_BYTES_LIMIT: together they must fit the 32-bit Arrow offsets.
+const _: () =
+    assert!(DEFAULT_BATCH_BYTES as u64 + crate::pipeline::MAX_FILE_BYTES_LIMIT < i32::MAX as u64);
+
 /// Everything about one event except its content.
 #[derive(Debug, Clone)]
 pub struct BatchEntry {
@@ -111,9 +116,20 @@ impl Batcher {
                 (skip.size, Some(skip.reason))
             }
         };
+        // Unreachable within the limits (checked below at compile time), but a batch must never
+        // wrap an offset: content that would not fit is dropped and the file recorded as too
+        // large, as if it had been over max_file_bytes.
+        let (skip, end) = match i32::try_from(self.values.len()) {
+            Ok(end) => (skip, end),
+            Err(_) => {
+                let start = self.offsets.last().copied().unwrap_or(0);
+                self.values.truncate(start as usize);
+                (Some(SkipReason::TooLarge), start)
+            }
+        };
         let read = kind == EventKind::Upsert && skip.is_none();
         self.valid.push(read);
-        self.offsets.push(self.values.len() as i32);
+        self.offsets.push(end);
         self.entries.push(BatchEntry {
             source,
             path,

@@ -54,12 +54,14 @@ struct CompactArgs {
     /// Only this table (repeatable) [default: all of them].
     #[arg(long, value_name = "TABLE", value_parser = clap::builder::PossibleValuesParser::new(exoflow::sink::commit::PART_TABLES))]
     table: Vec<String>,
-    /// A merged part holds about this much: bytes, or with a unit (KiB, MiB, GiB; kB, MB, GB).
+    /// A merged part holds about this much, more than 0: bytes, or with a unit (KiB, MiB, GiB;
+    /// kB, MB, GB).
     #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = exoflow::sink::compact::parse_size)]
     target_size: u64,
-    /// Parts at least this large are left as they are.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = exoflow::sink::compact::parse_size)]
-    min_size: u64,
+    /// Parts at least this large are left as they are; at most --target-size [default: half of
+    /// --target-size].
+    #[arg(long, value_name = "SIZE", value_parser = exoflow::sink::compact::parse_size)]
+    min_size: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,8 +168,8 @@ fn cores() -> usize {
 }
 
 /// `--workers`: 1 up to the larger of [`MAX_WORKERS_FLOOR`] and the number of cores. Timely
-/// connects every worker with every other: on two cores, 128 workers take half a minute to
-/// replay two files and 1,000 take many minutes, with nothing to gain.
+/// connects every worker with every other: on two cores, a debug build replays two files in 4 s
+/// with 64 workers, 27 s with 128 and 74 s with 256, with nothing to gain.
 fn parse_workers(text: &str) -> Result<usize, String> {
     let max = MAX_WORKERS_FLOOR.max(cores());
     let n: usize = text
@@ -215,7 +217,8 @@ fn parse_poll(text: &str) -> Result<Duration, String> {
 struct StatsArgs {
     /// The lake directory.
     lake: PathBuf,
-    /// Print every row as JSON (an array of objects) instead of the summary.
+    /// Print every row (of --dimension, when given) as JSON, an array of objects, instead of the
+    /// summary.
     #[arg(long)]
     json: bool,
     /// Print every row of this dimension instead of the summary.
@@ -234,7 +237,8 @@ struct ReplayArgs {
     /// Source name [default: the base name of the first PATH without archive suffixes].
     #[arg(long, value_name = "NAME")]
     source: Option<String>,
-    /// Drop this many leading path components of archive members, like tar.
+    /// Drop this many leading path components of archive members, like tar (a member with no
+    /// more components is left out); directories are taken as they are.
     #[arg(long, value_name = "N", default_value_t = 0)]
     strip_components: usize,
     /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
@@ -378,7 +382,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
 fn run_compact(args: CompactArgs) -> ExitCode {
     let options = exoflow::sink::compact::CompactOptions {
         tables: args.table,
-        min_bytes: args.min_size,
+        min_bytes: args.min_size.unwrap_or(args.target_size / 2),
         target_bytes: args.target_size,
     };
     match exoflow::sink::compact::compact(&args.lake, &options) {

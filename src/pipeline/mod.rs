@@ -10,6 +10,11 @@ pub use rules::{RuleMatch, RuleSet};
 
 /// Files larger than this many bytes are not read unless the pipeline says otherwise (64 MiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest `max_file_bytes` a pipeline may set (1 GiB). A worker holds a file it reads whole in
+/// memory, in a batch whose contents share one buffer with 32-bit Arrow offsets (under 2 GiB,
+/// with up to 16 MiB of other files beside it); a larger bound would also let every worker hold
+/// that much at once.
+pub const MAX_FILE_BYTES_LIMIT: u64 = 1 << 30;
 /// At most this many `matches` rows are written per file version and rule.
 pub const DEFAULT_MAX_MATCHES_PER_RULE: usize = 100;
 /// Directory statistics group files by this many leading directory components.
@@ -29,7 +34,8 @@ pub struct PipelineSpec {
     /// Free text for people reading the file.
     #[serde(default)]
     pub description: Option<String>,
-    /// Files above this size get a `files` row with `skip_reason = 'too_large'` and are not read.
+    /// Files above this size get a `files` row with `skip_reason = 'too_large'` and are not read;
+    /// at most [`MAX_FILE_BYTES_LIMIT`].
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
     /// At most this many `matches` rows per file version and rule; `file_rules` keeps the exact count.
@@ -162,14 +168,12 @@ impl Pipeline {
 
     /// Validates a parsed spec and compiles its rules.
     pub fn from_spec(spec: PipelineSpec, origin: &str) -> Result<Pipeline, PipelineError> {
-        if spec.max_file_bytes > i32::MAX as u64 {
-            // Contents travel in Arrow binary arrays with 32-bit offsets.
+        if spec.max_file_bytes > MAX_FILE_BYTES_LIMIT {
             return Err(PipelineError::Invalid {
                 origin: origin.to_string(),
                 reason: format!(
-                    "max_file_bytes {} is above the supported maximum {}",
-                    spec.max_file_bytes,
-                    i32::MAX
+                    "max_file_bytes {} is above the supported maximum {MAX_FILE_BYTES_LIMIT} (1 GiB): a file is read whole into memory, beside the rest of its batch",
+                    spec.max_file_bytes
                 ),
             });
         }

@@ -227,6 +227,8 @@ pub enum CompactError {
     NotALake { path: PathBuf },
     #[error("unknown table {name:?}: the tables with part files are {}", PART_TABLES.join(", "))]
     UnknownTable { name: String },
+    #[error("cannot compact with {reason}")]
+    Options { reason: String },
     #[error(transparent)]
     Lake(#[from] LakeError),
     #[error(transparent)]
@@ -253,6 +255,7 @@ impl CompactError {
             CompactError::NoLake { .. }
                 | CompactError::NotALake { .. }
                 | CompactError::UnknownTable { .. }
+                | CompactError::Options { .. }
                 | CompactError::Directory { .. }
         ) || matches!(self, CompactError::Lake(e) if e.is_usage())
     }
@@ -305,6 +308,22 @@ struct Part {
 /// as a crash at that moment would: every table whole, and leftovers the next open removes.
 pub fn compact(root: &Path, options: &CompactOptions) -> Result<CompactReport, CompactError> {
     let started = Instant::now();
+    // A target of 0 closes every group at its first part, so nothing would ever merge; a
+    // minimum above the target would merge merged parts again on every run.
+    if options.target_bytes == 0 {
+        return Err(CompactError::Options {
+            reason: "a target size of 0: merged parts would hold one part each".into(),
+        });
+    }
+    if options.min_bytes > options.target_bytes {
+        return Err(CompactError::Options {
+            reason: format!(
+                "a minimum size ({}) above the target size ({}): merged parts would be merged again by every compaction",
+                size_text(options.min_bytes),
+                size_text(options.target_bytes)
+            ),
+        });
+    }
     if let Some(name) = options
         .tables
         .iter()

@@ -4,6 +4,7 @@ mod auto_compact;
 mod compact;
 mod crash;
 mod hardening_archives;
+mod hardening_cli;
 mod hardening_lake;
 mod hardening_watch;
 mod lake_visibility;
