@@ -152,6 +152,9 @@ impl Committer {
     /// The input is exhausted and every epoch complete: commits at the run's last epoch that is
     /// not abandoned, and records a checkpoint still being written once it is durable.
     pub fn finish_run(&mut self) -> Result<(), SinkError> {
+        // A stopping run does not start a compaction it would then wait for; the next run, or
+        // `exoflow compact`, merges what is left.
+        self.auto_compact = None;
         let last = self
             .clock
             .last()

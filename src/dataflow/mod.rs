@@ -125,14 +125,15 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
         rows_written: Arc::new(AtomicU64::new(0)),
     });
     let config = timely::Config::process(workers);
-    let clock = shared.plan.clock.clone();
+    // However the graph ends, a source waiting for it to take its members must not wait for
+    // good.
+    let inline_guard = CloseInline(shared.plan.clock.clone());
     let guards = timely::execute(config, move |worker| run_worker(worker, &shared, &events))
         .map_err(GraphError::Timely)?;
     let mut report = SinkReport::default();
     let mut first_error = None;
     let results = guards.join();
-    // A source waiting for the graph to take its members must not wait for good.
-    clock.close_inline();
+    drop(inline_guard);
     for result in results {
         match result {
             Ok(Ok(worker_report)) => report.merge(worker_report),
@@ -324,6 +325,15 @@ fn run_worker(
     let mut report = writer.finish()?;
     report.parts.extend(committer.finish()?);
     Ok(report)
+}
+
+/// Closes the clock's inline budget when dropped (see [`EpochClock::close_inline`]).
+struct CloseInline(Arc<EpochClock>);
+
+impl Drop for CloseInline {
+    fn drop(&mut self) {
+        self.0.close_inline();
+    }
 }
 
 /// Sets the flag when dropped by a panic.

@@ -73,6 +73,8 @@ pub fn read_archive(
     let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     // Headers read, skipped ones included: a failure before the first is not a tar archive at all.
     let mut headers = 0u64;
+    // Entries whose whole name --strip-components took away.
+    let mut stripped = 0u64;
     let mut last = String::from("(first member)");
     let entries = archive
         .entries()
@@ -94,6 +96,7 @@ pub fn read_archive(
         let raw = entry.path_bytes().into_owned();
         last = String::from_utf8_lossy(&raw).into_owned();
         let Some(relative) = normalize(&raw, options.strip_components) else {
+            stripped += 1;
             continue;
         };
         if !options.no_ignore && relative.split(|&b| b == b'/').any(|c| c == b".git") {
@@ -152,6 +155,14 @@ pub fn read_archive(
             // The graph stopped; it reports why.
             return Ok(report);
         }
+    }
+    if stripped > 0 && stripped == headers {
+        // Every member was stripped away: taken as a snapshot, an empty tree would delete every
+        // path of the source. tar extracts nothing either; here it is refused.
+        return Err(damaged(format!(
+            "--strip-components {} leaves nothing of its {headers} entries",
+            options.strip_components
+        )));
     }
     let mut stream = archive.into_inner();
     if stream.ended {

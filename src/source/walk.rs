@@ -99,7 +99,11 @@ pub fn walk(
                         });
                         return WalkState::Quit;
                     };
-                    let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+                    // The walker reports listing errors of directories; an entry it cannot even
+                    // stat (its parent lacks search permission) may be one too, and what lies
+                    // under it is unknown: it is taken as a directory, so nothing under it is
+                    // deleted.
+                    let is_dir = std::fs::symlink_metadata(&path).map_or(true, |m| m.is_dir());
                     if is_dir {
                         tracing::warn!(
                             path = %path.display(),

@@ -81,6 +81,9 @@ struct Root {
     /// The directory being watched at `dir`; none while there is no directory there (removed,
     /// renamed away, replaced by a file), until one reappears.
     identity: Option<Excluded>,
+    /// An event said the directory itself was removed or moved away: it is lost even if a new
+    /// directory there has the old one's device and inode (file systems reuse inode numbers).
+    went_away: bool,
 }
 
 /// What a rescan compares to tell whether a file changed since it was reported without reading
@@ -202,6 +205,7 @@ pub fn watch(
             identity: Excluded::of(&dir),
             dir,
             known: KnownPaths::default(),
+            went_away: false,
         });
     }
     // The lake's own writes would flood the queue with events that are dropped anyway: stop
@@ -420,8 +424,14 @@ impl Watching {
                 | EventKind::Remove(RemoveKind::Folder | RemoveKind::Any | RemoveKind::Other)
         );
         let renamed = matches!(event.kind, EventKind::Modify(ModifyKind::Name(_)));
+        let away = matches!(
+            event.kind,
+            EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Any))
+        );
         for path in &event.paths {
-            if self.roots.iter().any(|r| r.dir == *path) {
+            if let Some(root) = self.roots.iter_mut().find(|r| r.dir == *path) {
+                root.went_away |= away;
                 self.next_root_check = Instant::now();
                 continue;
             }
@@ -690,7 +700,8 @@ impl Watching {
                 .filter(|m| m.is_dir())
                 .and_then(|_| Excluded::of(&dir));
             let was = self.roots[root].identity;
-            if was == now {
+            let went_away = std::mem::take(&mut self.roots[root].went_away);
+            if was == now && !went_away {
                 continue;
             }
             if was.is_some() {

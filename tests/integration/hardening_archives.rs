@@ -418,3 +418,59 @@ fn an_unlistable_replay_root_is_refused_and_deletes_nothing() {
     );
     assert_eq!(committed(&lake).0, before.0, "{stderr}");
 }
+
+#[test]
+fn a_strip_components_that_leaves_nothing_of_a_later_snapshot_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lake, before) = first_snapshot(tmp.path());
+    let good = tmp.path().join("snap-1.tar");
+    let out = run(&[
+        "replay",
+        s(&good),
+        "--source",
+        "snap",
+        "--out",
+        s(&lake),
+        "--strip-components",
+        "9",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("snap-1.tar") && stderr.contains("--strip-components 9"),
+        "{stderr}"
+    );
+    assert_eq!(committed(&lake), before, "the lake changed\n{stderr}");
+}
+
+#[test]
+fn a_directory_that_cannot_even_be_stat_ed_deletes_nothing_under_it() {
+    let tmp = shared_tempdir();
+    let tree = tmp.path().join("tree");
+    write(&tree, "src/lib/a.txt", "a TODO\n");
+    write(&tree, "src/lib/deep/b.txt", "b\n");
+    write(&tree, "top.txt", "top\n");
+    let lake = tmp.path().join("lake");
+    let replay = || {
+        let out = run_unprivileged(&["replay", s(&tree), "--out", s(&lake)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    replay();
+    let first = current(&lake);
+    // src/ can be read but not searched: its entries are listed, src/lib can neither be listed
+    // nor stat'ed.
+    std::fs::set_permissions(tree.join("src"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    replay();
+    std::fs::set_permissions(tree.join("src"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let second = current(&lake);
+    assert_eq!(
+        second["src/lib/a.txt"], first["src/lib/a.txt"],
+        "{second:?}"
+    );
+    assert_eq!(second["src/lib/deep/b.txt"], first["src/lib/deep/b.txt"]);
+    assert!(second.contains_key("src/lib/"), "{second:?}");
+}
