@@ -198,7 +198,9 @@ impl Committer {
         let Some(handle) = self.compaction.take_if(|h| wait || h.is_finished()) else {
             return;
         };
-        match handle.join() {
+        let joined = handle.join();
+        release_freed_memory();
+        match joined {
             Ok(Ok(tables)) => {
                 for t in tables {
                     tracing::debug!(table = %t.table, parts_after = t.parts_after, "compacted");
@@ -243,7 +245,9 @@ impl Committer {
         let Some(job) = self.job.take_if(|j| wait || j.handle.is_finished()) else {
             return Ok(None);
         };
-        match job.handle.join() {
+        let joined = job.handle.join();
+        release_freed_memory();
+        match joined {
             Ok(Ok(())) => {
                 self.checkpoint = Some(job.epoch);
                 Ok(Some(job.epoch))
@@ -305,5 +309,16 @@ impl Committer {
         self.stats.close_part()?;
         let stats = self.stats;
         stats.finish()
+    }
+}
+
+/// Hands the memory a finished background job freed back to the system: its thread's arena
+/// would otherwise keep the job's peak (a merged row group, a loaded state) for the rest of a
+/// run that may last weeks.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
