@@ -3,32 +3,10 @@
 //! plain text.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::util::{exoflow, files_column, parts, run, run_ok, s, stats_current, write};
-
-/// Runs exoflow with `args` for at most `limit`; None when it was still running then (it is
-/// killed), so that a flag that makes a run hang fails its test instead of hanging it.
-fn run_within(args: &[&str], limit: Duration) -> Option<Output> {
-    let mut child = exoflow()
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("exoflow starts");
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    None
-}
+use crate::util::{exoflow, files_column, parts, run, run_ok, run_within, s, stats_current, write};
 
 /// Asserts that `args` ends within seconds with exit 2 and an error that mentions each of
 /// `mentions`, and that it wrote no lake at `lake`.

@@ -4,31 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
-
-/// Runs exoflow with `args`; `None` when it had not finished after `limit` (it is killed then).
-fn run_for_at_most(args: &[&str], limit: Duration) -> Option<Output> {
-    let mut child = exoflow()
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("exoflow starts");
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    None
-}
 
 /// Waits until `done` holds, checking every 50 ms; false if it never did within `limit`.
 fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -162,7 +141,7 @@ fn watching_a_lake_or_a_directory_inside_it_is_refused_with_exit_2() {
     let alias = tmp.path().join("lake-link");
     std::os::unix::fs::symlink(&lake, &alias).unwrap();
     for dir in [lake.clone(), lake.join("files"), alias.join("_exoflow")] {
-        let out = run_for_at_most(
+        let out = run_within(
             &["watch", s(&dir), "--out", s(&lake)],
             Duration::from_secs(10),
         )
@@ -171,7 +150,7 @@ fn watching_a_lake_or_a_directory_inside_it_is_refused_with_exit_2() {
         assert!(stderr(&out).contains("lake"), "{}", stderr(&out));
     }
     // The tree that holds the lake's parent is fine; the lake's own parent given as --out is not.
-    let out = run_for_at_most(
+    let out = run_within(
         &["watch", s(&tree), "--out", s(&tree.join(".."))],
         Duration::from_secs(10),
     )

@@ -29,6 +29,28 @@ pub fn run(args: &[&str]) -> Output {
         .expect("exoflow runs")
 }
 
+/// Runs exoflow with `args` for at most `limit`; None when it was still running then (it is
+/// killed), so that a flag that makes a run hang fails its test instead of hanging it.
+pub fn run_within(args: &[&str], limit: Duration) -> Option<Output> {
+    let mut child = exoflow()
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exoflow starts");
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    None
+}
+
 /// Runs exoflow and asserts success.
 pub fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
