@@ -16,7 +16,7 @@
 //! [`MAX_INLINE_BYTES`] are between the sources and the kernel stage.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendError, Sender};
@@ -65,7 +65,8 @@ pub struct EpochClock {
     inline: Mutex<Option<u64>>,
     inline_released: Condvar,
     /// Once set, every send fails, as if the graph had hung up: the source stops.
-    stop: Mutex<Option<std::sync::Arc<AtomicBool>>>,
+    /// Read on every send: set once, then read without a lock.
+    stop: OnceLock<Arc<AtomicBool>>,
 }
 
 impl EpochClock {
@@ -85,22 +86,19 @@ impl EpochClock {
             abandoned_from: AtomicU64::new(u64::MAX),
             inline: Mutex::new(Some(0)),
             inline_released: Condvar::new(),
-            stop: Mutex::new(None),
+            stop: OnceLock::new(),
         }
     }
 
     /// Sends fail once `flag` is set (Ctrl-C), so that every source stops where it is.
-    pub fn stop_on(&self, flag: std::sync::Arc<AtomicBool>) {
-        *self.stop.lock().expect("clock lock") = Some(flag);
+    /// Only the first flag given counts.
+    pub fn stop_on(&self, flag: Arc<AtomicBool>) {
+        let _ = self.stop.set(flag);
     }
 
     /// Whether the stop flag is set.
     pub fn stopped(&self) -> bool {
-        self.stop
-            .lock()
-            .expect("clock lock")
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Acquire))
+        self.stop.get().is_some_and(|f| f.load(Ordering::Acquire))
     }
 
     /// While `hold` is set, an epoch is never sealed by age: what is sent is committed only at
@@ -277,7 +275,6 @@ impl EpochClock {
 mod tests {
     use super::*;
     use crate::source::{EntryType, EventKind};
-    use std::sync::Arc;
 
     fn event() -> FileEvent {
         FileEvent {

@@ -41,13 +41,6 @@ fn tree_two(root: &Path) {
     std::fs::rename(root.join("src/util/a.py"), root.join("src/util/b.py")).unwrap();
 }
 
-fn tables(lake: &Path) -> Vec<(&'static str, Vec<String>)> {
-    ["files", "file_rules", "matches", "stats_changes"]
-        .into_iter()
-        .map(|t| (t, rows(lake, t, &[])))
-        .collect()
-}
-
 #[test]
 fn an_unchanged_tree_adds_no_rows_and_keeps_the_statistics() {
     let tmp = tempfile::tempdir().unwrap();
@@ -55,12 +48,12 @@ fn an_unchanged_tree_adds_no_rows_and_keeps_the_statistics() {
     tree_one(&tree);
     let args = ["replay", s(&tree), "--out", s(&lake)];
     run_ok(&args);
-    let (before, stats) = (tables(&lake), stats_current(&lake));
+    let (before, stats) = (table_rows(&lake), stats_current(&lake));
     let out = run_ok(&args);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("0 upserts, 0 deletes, 8 unchanged"), "{text}");
     assert!(text.contains("continued from the lake's committed state: 8 tracked paths"));
-    assert_eq!(tables(&lake), before, "a second replay wrote rows");
+    assert_eq!(table_rows(&lake), before, "a second replay wrote rows");
     assert_eq!(stats_current(&lake), stats);
 }
 
@@ -77,7 +70,7 @@ fn runs_one_after_another_equal_one_run_of_all_snapshots() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("epochs 2..=2"), "{text}");
     // Epochs included: the second run continues the epochs of the first.
-    assert_eq!(tables(&apart), tables(&together));
+    assert_eq!(table_rows(&apart), table_rows(&together));
     assert_eq!(stats_current(&apart), stats_current(&together));
     assert_eq!(stats_changes_sum(&apart), stats_current(&apart));
     assert_eq!(history_problems(&apart), Vec::<String>::new());
@@ -189,7 +182,7 @@ fn a_lake_that_cannot_be_written_stops_the_run_and_a_later_run_continues() {
     big_tree(&two, 1500);
     let (lake, clean) = (tmp.path().join("lake"), tmp.path().join("clean"));
     run_ok(&["replay", s(&one), "--out", s(&lake)]);
-    let committed = tables(&lake);
+    let committed = table_rows(&lake);
     // A file size limit (as a full disk would) part way through the second run's writes.
     let out = exoflow()
         .args(["replay", s(&two), "--out", s(&lake)])
@@ -213,9 +206,9 @@ fn a_lake_that_cannot_be_written_stops_the_run_and_a_later_run_continues() {
         "{text}"
     );
     run_ok(&["replay", s(&one), "--out", s(&clean)]);
-    assert_eq!(tables(&clean), committed);
+    assert_eq!(table_rows(&clean), committed);
     run_ok(&["replay", s(&two), "--out", s(&clean)]);
-    assert_eq!(tables(&lake), tables(&clean));
+    assert_eq!(table_rows(&lake), table_rows(&clean));
     assert_eq!(stats_current(&lake), stats_current(&clean));
     assert_eq!(history_problems(&lake), Vec::<String>::new());
 }
@@ -270,7 +263,7 @@ fn a_restart_reads_the_checkpoint_and_the_rows_after_it() {
     // 8 + 5 + 5 rows reach twice the 8 tracked paths in the third run's epoch.
     assert_eq!(checkpoints(&checkpointed), ["checkpoint-3"]);
     assert_eq!(checkpoints(&plain), Vec::<String>::new());
-    assert_eq!(tables(&checkpointed), tables(&plain));
+    assert_eq!(table_rows(&checkpointed), table_rows(&plain));
     assert_eq!(stats_current(&checkpointed), stats_current(&plain));
     // Restored from the checkpoint (8 rows: the current versions), not from the 8 + 5 + 5
     // rows of the history.
@@ -403,7 +396,7 @@ fn a_restart_with_another_worker_count_continues_the_same_lake() {
         "--workers",
         "2",
     ]);
-    assert_eq!(tables(&lake), tables(&reference));
+    assert_eq!(table_rows(&lake), table_rows(&reference));
     assert_eq!(stats_current(&lake), stats_current(&reference));
 }
 
@@ -416,9 +409,9 @@ fn a_finished_replay_of_snapshots_run_again_adds_no_rows() {
     let lake = tmp.path().join("lake");
     let args = ["replay", s(&one), s(&two), "--out", s(&lake)];
     run_ok(&args);
-    let before = tables(&lake);
+    let before = table_rows(&lake);
     run_ok(&args);
-    assert_eq!(tables(&lake), before, "the history was written again");
+    assert_eq!(table_rows(&lake), before, "the history was written again");
 }
 
 #[test]

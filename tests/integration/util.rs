@@ -160,6 +160,14 @@ pub fn rows(lake: &Path, table: &str, skip: &[&str]) -> Vec<String> {
     out
 }
 
+/// Every part table's rows, epochs included: what two lakes that are the same must share.
+pub fn table_rows(lake: &Path) -> Vec<(&'static str, Vec<String>)> {
+    ["files", "file_rules", "matches", "stats_changes"]
+        .into_iter()
+        .map(|t| (t, rows(lake, t, &[])))
+        .collect()
+}
+
 /// All three tables' rows without `epoch`.
 pub fn lake_rows(lake: &Path) -> BTreeMap<&'static str, Vec<String>> {
     ["files", "file_rules", "matches"]
