@@ -4,8 +4,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use exoflow::batch::Batcher;
-use exoflow::kernels::cpu::CpuBackend;
-use exoflow::kernels::{Backend, KernelStage};
+use exoflow::kernels::cpu::{CpuBackend, batch_columns};
+use exoflow::kernels::minhash::{self, fmix64};
+use exoflow::kernels::{Backend, KernelStage, MinHashJob};
 use exoflow::pipeline::Pipeline;
 use exoflow::source::{EntryType, EventKind, FileEvent, Member, Origin};
 
@@ -54,7 +55,16 @@ fn kernels(c: &mut Criterion) {
     let mut group = c.benchmark_group("kernel_stage");
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function("cpu_content_features", |b| {
-        b.iter(|| black_box(CpuBackend.content_features(&batch.contents)))
+        b.iter(|| black_box(batch_columns(&batch.contents, None)))
+    });
+    let job = MinHashJob {
+        shingle: 5,
+        k: 256,
+        min_size: 1,
+        skip_binary: true,
+    };
+    group.bench_function("cpu_content_features_and_minhash_256", |b| {
+        b.iter(|| black_box(batch_columns(&batch.contents, Some(job))))
     });
     let pipeline = Pipeline::default_pack();
     group.bench_function("rules_default_pack", |b| {
@@ -66,11 +76,53 @@ fn kernels(c: &mut Criterion) {
         })
     });
     let stage = KernelStage::new(Box::new(CpuBackend), pipeline);
+    let mut worker = CpuBackend.worker();
     group.bench_function("whole_stage_default_pack", |b| {
-        b.iter(|| black_box(stage.run(batch.clone()).0))
+        b.iter(|| black_box(stage.run(worker.as_mut(), batch.clone()).0))
     });
     group.finish();
 }
 
-criterion_group!(benches, kernels);
+/// The signature scheme's choice: one hash per shingle into k bins (one-permutation hashing,
+/// `exoflow-oph-1`) against k independent hashes per shingle (classic MinHash), both k = 256.
+fn signature_schemes(c: &mut Criterion) {
+    let batch = batch(256);
+    let bytes = batch.contents.values().len() as u64;
+    let mut group = c.benchmark_group("minhash_scheme");
+    group.throughput(Throughput::Bytes(bytes));
+    group.sample_size(10);
+    let k = 256;
+    group.bench_function("one_permutation_densified_k256", |b| {
+        let mut out = vec![0u32; k];
+        b.iter(|| {
+            for row in 0..batch.entries.len() {
+                minhash::signature(batch.content(row).unwrap(), 5, &mut out);
+                black_box(&out);
+            }
+        })
+    });
+    group.bench_function("k_independent_hashes_k256", |b| {
+        let seeds: Vec<u64> = (0..k as u64).map(|i| fmix64(i + 1)).collect();
+        let mut out = vec![0u32; k];
+        b.iter(|| {
+            for row in 0..batch.entries.len() {
+                out.fill(u32::MAX);
+                for window in batch.content(row).unwrap().windows(5) {
+                    let packed = window
+                        .iter()
+                        .rev()
+                        .fold(0u64, |p, &b| (p << 8) | u64::from(b));
+                    let h = minhash::shingle_hash(packed, 5);
+                    for (value, seed) in out.iter_mut().zip(&seeds) {
+                        *value = (*value).min(fmix64(h ^ seed) as u32);
+                    }
+                }
+                black_box(&out);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, kernels, signature_schemes);
 criterion_main!(benches);

@@ -94,6 +94,8 @@ pub struct FileVersion {
     pub rule_counts: Vec<(u32, u64)>,
     /// At most `max_matches_per_rule` rows per rule.
     pub matches: Vec<MatchRow>,
+    /// The MinHash signature, when the pipeline finds near-duplicates and the file gets one.
+    pub signature: Option<std::sync::Arc<[u32]>>,
 }
 
 impl FileVersion {
@@ -109,6 +111,7 @@ impl FileVersion {
             skip_reason: None,
             rule_counts: Vec::new(),
             matches: Vec::new(),
+            signature: None,
         }
     }
 

@@ -395,13 +395,15 @@ fn featurize<'scope>(
         move |_capability, _info| {
             let plan = &shared.plan;
             let mut batcher = Batcher::new(plan.max_file_bytes);
+            let mut kernels = plan.stage.worker();
             move |input, output| {
                 let plan = &shared.plan;
                 input.for_each(|capability, data| {
                     let mut inline = 0;
                     let mut flush = |batcher: &mut Batcher, inline: &mut u64| {
                         let (files, bytes) = (batcher.len(), batcher.bytes());
-                        let (versions, contents) = plan.stage.run(batcher.finish());
+                        let (versions, contents) =
+                            plan.stage.run(kernels.as_mut(), batcher.finish());
                         batcher.recycle(contents);
                         plan.progress.add(files as u64, bytes as u64);
                         shared.in_flight.fetch_sub(files, Ordering::AcqRel);

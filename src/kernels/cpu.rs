@@ -1,8 +1,9 @@
-//! Contents batch -> per-file hash, lines, entropy and binary flag on the CPU: the reference backend.
+//! Contents batch -> per-file hash, lines, entropy, binary flag and MinHash signature on the CPU: the
+//! reference backend.
 
 use arrow_array::{Array, BinaryArray};
 
-use super::{Backend, ContentColumns};
+use super::{Backend, BatchColumns, MinHashJob, WorkerKernels, minhash};
 
 /// How far into a file a NUL byte marks it as binary.
 pub const BINARY_PROBE_BYTES: usize = 8192;
@@ -16,24 +17,56 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
-    fn content_features(&self, contents: &BinaryArray) -> ContentColumns {
-        let mut columns = ContentColumns::with_capacity(contents.len());
-        for row in 0..contents.len() {
-            let content = if contents.is_valid(row) {
-                contents.value(row)
-            } else {
-                &[]
-            };
-            let histogram = byte_histogram(content);
-            columns.push(
-                hash128(content),
-                lines_from_histogram(content, &histogram),
-                entropy(content.len(), &histogram),
-                is_binary(content),
-            );
-        }
-        columns
+    fn worker(&self) -> Box<dyn WorkerKernels> {
+        Box::new(CpuKernels::default())
     }
+}
+
+/// The CPU kernels of one worker: a launch computes, `wait` hands the columns over.
+#[derive(Debug, Default)]
+pub struct CpuKernels {
+    columns: BatchColumns,
+}
+
+impl WorkerKernels for CpuKernels {
+    fn launch(&mut self, contents: &BinaryArray, minhash: Option<MinHashJob>) {
+        self.columns = batch_columns(contents, minhash);
+    }
+
+    fn wait(&mut self) -> BatchColumns {
+        std::mem::take(&mut self.columns)
+    }
+}
+
+/// Every batch kernel over every row of `contents`, on this thread.
+pub fn batch_columns(contents: &BinaryArray, minhash: Option<MinHashJob>) -> BatchColumns {
+    let rows = contents.len();
+    let mut columns = BatchColumns::with_capacity(rows);
+    if let Some(job) = minhash {
+        columns.signatures = vec![minhash::EMPTY; rows * job.k];
+    }
+    for row in 0..rows {
+        let content = if contents.is_valid(row) {
+            contents.value(row)
+        } else {
+            &[]
+        };
+        let histogram = byte_histogram(content);
+        let binary = is_binary(content);
+        columns
+            .lines
+            .push(lines_from_histogram(content, &histogram));
+        columns.entropy.push(entropy(content.len(), &histogram));
+        columns.is_binary.push(binary);
+        if let Some(job) = minhash
+            && contents.is_valid(row)
+            && job.wants(content.len(), binary)
+        {
+            let out = &mut columns.signatures[row * job.k..(row + 1) * job.k];
+            minhash::signature(content, job.shingle, out);
+        }
+    }
+    columns
 }
 
 /// XXH3-128 in canonical (big-endian) byte order, as `xxhsum -H2` prints it.

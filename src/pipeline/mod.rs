@@ -50,6 +50,109 @@ pub struct PipelineSpec {
     /// The content rules, each counted on its own.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// Near-duplicate clusters by MinHash and LSH; absent: off.
+    #[serde(default)]
+    pub near_duplicates: Option<NearDuplicates>,
+}
+
+/// The `near_duplicates` section: MinHash signatures (scheme `exoflow-oph-1`, see
+/// [`crate::kernels::minhash`]) and the LSH banding that finds candidate pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NearDuplicates {
+    /// Bytes per shingle, 1 to 8.
+    #[serde(default = "default_shingle")]
+    pub shingle: usize,
+    /// Values per signature, 1 to 1024.
+    #[serde(default = "default_signature")]
+    pub signature: usize,
+    /// LSH bands; `bands * rows` is at most `signature`.
+    #[serde(default = "default_bands")]
+    pub bands: usize,
+    /// Signature values per band.
+    #[serde(default = "default_rows")]
+    pub rows: usize,
+    /// Pairs whose estimated Jaccard similarity is at least this are near-duplicates (0 < t <= 1).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Files smaller than this many bytes get no signature.
+    #[serde(default = "default_min_size")]
+    pub min_size: u64,
+    /// A band bucket holding more distinct signatures than this is not expanded into pairs (it
+    /// is counted instead): at most `max_bucket²/2` pairs per bucket.
+    #[serde(default = "default_max_bucket")]
+    pub max_bucket: usize,
+}
+
+impl Default for NearDuplicates {
+    fn default() -> NearDuplicates {
+        NearDuplicates {
+            shingle: default_shingle(),
+            signature: default_signature(),
+            bands: default_bands(),
+            rows: default_rows(),
+            threshold: default_threshold(),
+            min_size: default_min_size(),
+            max_bucket: default_max_bucket(),
+        }
+    }
+}
+
+impl NearDuplicates {
+    /// What is wrong with the section, if anything.
+    fn problem(&self) -> Option<String> {
+        use crate::kernels::minhash::{MAX_SHINGLE, MAX_SIGNATURE};
+        if !(1..=MAX_SHINGLE).contains(&self.shingle) {
+            return Some(format!(
+                "shingle {} is not 1 to {MAX_SHINGLE}",
+                self.shingle
+            ));
+        }
+        if !(1..=MAX_SIGNATURE).contains(&self.signature) {
+            return Some(format!(
+                "signature {} is not 1 to {MAX_SIGNATURE}",
+                self.signature
+            ));
+        }
+        if self.bands == 0 || self.rows == 0 || self.bands * self.rows > self.signature {
+            return Some(format!(
+                "bands {} x rows {} must be at least 1 x 1 and at most signature {}",
+                self.bands, self.rows, self.signature
+            ));
+        }
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            return Some(format!("threshold {} is not in (0, 1]", self.threshold));
+        }
+        if self.min_size == 0 {
+            return Some("min_size must be at least 1".into());
+        }
+        if self.max_bucket < 2 {
+            return Some(format!("max_bucket {} is below 2", self.max_bucket));
+        }
+        None
+    }
+}
+
+fn default_shingle() -> usize {
+    5
+}
+fn default_signature() -> usize {
+    256
+}
+fn default_bands() -> usize {
+    32
+}
+fn default_rows() -> usize {
+    8
+}
+fn default_threshold() -> f64 {
+    0.8
+}
+fn default_min_size() -> u64 {
+    64
+}
+fn default_max_bucket() -> usize {
+    100
 }
 
 /// One content rule.
@@ -81,6 +184,20 @@ fn fingerprint(spec: &PipelineSpec) -> String {
         text.push_str(&format!(
             "\0{}\0{}\0{}\0{}\0{}",
             rule.id, rule.pattern, rule.regex, rule.case_insensitive, rule.secret
+        ));
+    }
+    // Absent, the text is that of a lake written before the section existed.
+    if let Some(n) = &spec.near_duplicates {
+        text.push_str(&format!(
+            "\0near_duplicates\0{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
+            crate::kernels::minhash::SCHEME,
+            n.shingle,
+            n.signature,
+            n.bands,
+            n.rows,
+            n.threshold,
+            n.min_size,
+            n.max_bucket
         ));
     }
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
@@ -130,6 +247,8 @@ pub struct Pipeline {
     pub scan_binary: bool,
     pub dir_depth: usize,
     pub rules: RuleSet,
+    /// Near-duplicate clusters; None: off.
+    pub near_duplicates: Option<NearDuplicates>,
     /// Identifies what the pipeline computes (limits and rules, not its name or description): a
     /// lake holds the results of one pipeline.
     pub fingerprint: String,
@@ -177,6 +296,16 @@ impl Pipeline {
                 ),
             });
         }
+        if let Some(problem) = spec
+            .near_duplicates
+            .as_ref()
+            .and_then(NearDuplicates::problem)
+        {
+            return Err(PipelineError::Invalid {
+                origin: origin.to_string(),
+                reason: format!("near_duplicates: {problem}"),
+            });
+        }
         let rules = RuleSet::compile(&spec.rules).map_err(|(id, reason)| PipelineError::Rule {
             origin: origin.to_string(),
             id,
@@ -191,6 +320,7 @@ impl Pipeline {
             scan_binary: spec.scan_binary,
             dir_depth: spec.dir_depth,
             rules,
+            near_duplicates: spec.near_duplicates,
         })
     }
 }

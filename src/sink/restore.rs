@@ -391,6 +391,7 @@ fn versions_of(
             skip_reason: skip,
             rule_counts: Vec::new(),
             matches: Vec::new(),
+            signature: None,
         });
     }
     Ok(versions)

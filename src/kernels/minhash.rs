@@ -1,0 +1,242 @@
+//! File contents -> MinHash signatures by one-permutation hashing with optimal densification
+//! (scheme `exoflow-oph-1`), and what the near-duplicate stage derives from them: LSH band keys
+//! and the estimated Jaccard similarity of two signatures.
+//!
+//! The scheme, precisely (README "Near-duplicates" says the same in prose):
+//!
+//! 1. The shingles of a content of `n` bytes, for a width `w` (1..=8): every window of `w`
+//!    consecutive bytes when `n >= w`; the whole content as its only shingle when `0 < n < w`;
+//!    none when `n == 0`. A content is the *set* of its shingles.
+//! 2. A shingle of `m` bytes `b[0..m]` packs into `s = b[0] + b[1]·2⁸ + … + b[m-1]·2⁸⁽ᵐ⁻¹⁾`
+//!    (little-endian, as a u64) and hashes to `h = fmix64(s + m·0x9E3779B97F4A7C15)`, all
+//!    arithmetic modulo 2⁶⁴, where `fmix64` is MurmurHash3's 64-bit finalizer.
+//! 3. For a signature of `k` values, `h` falls into bin `((h >> 32) · k) >> 32` with value
+//!    `h mod 2³²`; each bin keeps the least value that falls into it.
+//! 4. Every bin `i` that no shingle fell into takes the value of bin `j` for the first attempt
+//!    `a = 1, 2, …` whose `j = ((fmix64((i << 32) | a) >> 32) · k) >> 32` is a bin that a shingle
+//!    fell into (Shrivastava, "Optimal densification for fast and accurate minwise hashing",
+//!    ICML 2017). A content with no shingles has every value `0xFFFFFFFF`.
+//!
+//! The estimated Jaccard similarity of two contents is the fraction of positions at which their
+//! signatures are equal. One hash per shingle (not `k`) is what makes the CPU path affordable:
+//! see `benches/kernels.rs`, which times it against `k` independent hashes.
+
+/// The scheme's name, recorded in the pipeline fingerprint.
+pub const SCHEME: &str = "exoflow-oph-1";
+/// The widest shingle: a shingle packs into one u64.
+pub const MAX_SHINGLE: usize = 8;
+/// The longest signature.
+pub const MAX_SIGNATURE: usize = 1024;
+/// The value of a bin of a content without shingles.
+pub const EMPTY: u32 = u32::MAX;
+
+const LENGTH_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// MurmurHash3's 64-bit finalizer: a bijection of u64 that mixes every input bit into every
+/// output bit.
+#[inline(always)]
+pub fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// The hash of a shingle packed into `packed`, `len` bytes long.
+#[inline(always)]
+pub fn shingle_hash(packed: u64, len: usize) -> u64 {
+    fmix64(packed.wrapping_add((len as u64).wrapping_mul(LENGTH_MIX)))
+}
+
+/// The bin of `hash` among `k` bins.
+#[inline(always)]
+pub fn bin_of(hash: u64, k: usize) -> usize {
+    (((hash >> 32) * k as u64) >> 32) as usize
+}
+
+/// The signature of `content` with `k` values and shingles of `width` bytes, into `out`
+/// (`out.len() == k`).
+pub fn signature(content: &[u8], width: usize, out: &mut [u32]) {
+    debug_assert!((1..=MAX_SHINGLE).contains(&width));
+    let k = out.len();
+    out.fill(EMPTY);
+    if k == 0 || content.is_empty() {
+        return;
+    }
+    // Which bins a shingle fell into: an EMPTY value is a real value too.
+    let mut filled = [0u64; MAX_SIGNATURE / 64];
+    let mut put = |h: u64, out: &mut [u32]| {
+        let bin = bin_of(h, k);
+        filled[bin / 64] |= 1 << (bin % 64);
+        let value = h as u32;
+        if value < out[bin] {
+            out[bin] = value;
+        }
+    };
+    if content.len() < width {
+        put(shingle_hash(pack(content), content.len()), out);
+    } else {
+        let mut packed = pack(&content[..width]);
+        put(shingle_hash(packed, width), out);
+        let top = 8 * (width as u32 - 1);
+        for &b in &content[width..] {
+            // Drop the window's first byte, add `b` as its last.
+            packed = (packed >> 8) | (u64::from(b) << top);
+            put(shingle_hash(packed, width), out);
+        }
+    }
+    densify(out, &filled);
+}
+
+/// Little-endian packing of at most 8 bytes.
+#[inline]
+fn pack(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .rev()
+        .fold(0u64, |packed, &b| (packed << 8) | u64::from(b))
+}
+
+/// Step 4 of the scheme: every empty bin borrows the value of a filled one.
+fn densify(out: &mut [u32], filled: &[u64]) {
+    let k = out.len();
+    let is_filled = |bin: usize| filled[bin / 64] & (1 << (bin % 64)) != 0;
+    if (0..k).all(is_filled) {
+        return;
+    }
+    let original = out.to_vec();
+    for (i, value) in out.iter_mut().enumerate() {
+        if is_filled(i) {
+            continue;
+        }
+        for attempt in 1u64.. {
+            let j = bin_of(fmix64(((i as u64) << 32) | attempt), k);
+            if is_filled(j) {
+                *value = original[j];
+                break;
+            }
+        }
+    }
+}
+
+/// The fraction of positions at which `a` and `b` agree: their estimated Jaccard similarity.
+pub fn similarity(a: &[u32], b: &[u32]) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
+    if a.is_empty() {
+        return 0.0;
+    }
+    let equal = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    equal as f64 / a.len() as f64
+}
+
+/// The LSH key of band `band` (values `band·rows .. (band+1)·rows`) of a signature: two
+/// signatures share it when they agree on all of the band's values (up to 64-bit collisions),
+/// and keys of different bands differ.
+pub fn band_key(signature: &[u32], band: usize, rows: usize) -> u64 {
+    let values = &signature[band * rows..(band + 1) * rows];
+    values.iter().fold(fmix64(band as u64 + 1), |key, &v| {
+        fmix64(key ^ u64::from(v)).wrapping_add(LENGTH_MIX)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(content: &[u8], width: usize, k: usize) -> Vec<u32> {
+        let mut out = vec![0; k];
+        signature(content, width, &mut out);
+        out
+    }
+
+    /// The scheme read literally: the shingle set first, then bins, then densification.
+    fn by_the_definition(content: &[u8], width: usize, k: usize) -> Vec<u32> {
+        let mut shingles: Vec<&[u8]> = if content.is_empty() {
+            vec![]
+        } else if content.len() < width {
+            vec![content]
+        } else {
+            content.windows(width).collect()
+        };
+        shingles.sort();
+        shingles.dedup();
+        let mut bins: Vec<Option<u32>> = vec![None; k];
+        for s in shingles {
+            let packed = s
+                .iter()
+                .enumerate()
+                .map(|(j, &b)| u64::from(b) << (8 * j))
+                .sum::<u64>();
+            let h = shingle_hash(packed, s.len());
+            let bin = bin_of(h, k);
+            bins[bin] = Some(bins[bin].map_or(h as u32, |v| v.min(h as u32)));
+        }
+        if bins.iter().all(Option::is_none) {
+            return vec![EMPTY; k];
+        }
+        (0..k)
+            .map(|i| {
+                bins[i].unwrap_or_else(|| {
+                    (1u64..)
+                        .find_map(|a| bins[bin_of(fmix64(((i as u64) << 32) | a), k)])
+                        .unwrap()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_rolling_window_equals_the_definition() {
+        let mut state = 0x1234_5678_u64;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    state = fmix64(state.wrapping_add(1));
+                    (state % 7) as u8 + b'a'
+                })
+                .collect()
+        };
+        for width in 1..=MAX_SHINGLE {
+            for len in [0, 1, width - 1, width, width + 1, 100, 5000] {
+                let content = random(len);
+                for k in [1, 7, 64, 256] {
+                    assert_eq!(
+                        sig(&content, width, k),
+                        by_the_definition(&content, width, k),
+                        "width {width} len {len} k {k}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn edge_cases() {
+        assert_eq!(sig(b"", 5, 16), vec![EMPTY; 16]);
+        // One shingle fills one bin; densification copies it everywhere.
+        let one = sig(b"abc", 5, 16);
+        assert!(one.iter().all(|&v| v == one[0]) && one[0] != EMPTY);
+        assert_eq!(sig(b"abcde", 5, 16).len(), 16);
+        assert_ne!(sig(b"abcde", 5, 16), sig(b"abcd", 5, 16));
+        // A shorter content is not the same shingle as a zero-padded window.
+        assert_ne!(sig(b"abc", 5, 16), sig(b"abc\0\0", 5, 16));
+    }
+
+    #[test]
+    fn similar_contents_have_similar_signatures() {
+        let base: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("line {i} of text\n").into_bytes())
+            .collect();
+        let mut edited = base.clone();
+        edited.truncate(base.len() * 9 / 10);
+        let (a, b) = (sig(&base, 5, 256), sig(&edited, 5, 256));
+        let s = similarity(&a, &b);
+        assert!((0.8..=1.0).contains(&s), "{s}");
+        let other = sig(b"something else entirely, nothing alike", 5, 256);
+        assert!(similarity(&a, &other) < 0.1);
+        assert_eq!(similarity(&a, &a), 1.0);
+        assert_ne!(band_key(&a, 0, 8), band_key(&a, 1, 8));
+        assert_eq!(band_key(&a, 3, 8), band_key(&a.clone(), 3, 8));
+    }
+}
