@@ -101,13 +101,14 @@ pub fn current_stats(lake: &Path) -> Result<Vec<StatRow>, QueryError> {
 
 /// The dimensions of `stats_current` (the names of [`Dimension`]), in the order the summary
 /// shows them: what `--dimension` accepts.
-pub const DIMENSIONS: [&str; 6] = [
+pub const DIMENSIONS: [&str; 7] = [
     "total",
     "language",
     "rule",
     "rule_language",
     "rule_dir",
     "duplicates",
+    "near_duplicates",
 ];
 
 /// Languages and rules the summary lists; the rest are counted.
@@ -215,8 +216,16 @@ pub fn format_summary(rows: &[StatRow]) -> String {
         .collect();
     groups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     out.push('\n');
+    let near = |metric| value("near_duplicates", "", None, metric);
+    let near_line = rows
+        .iter()
+        .any(|r| r.dimension == "near_duplicates")
+        .then(|| near_duplicates_line(near("clusters"), near("files"), near("overflow_buckets")));
     if groups.is_empty() {
         out.push_str("duplicates: none");
+        if let Some(line) = near_line {
+            out.push_str(&format!("\n{line}"));
+        }
         return out;
     }
     let paths: i64 = groups.iter().map(|(_, n)| n).sum();
@@ -235,7 +244,41 @@ pub fn format_summary(rows: &[StatRow]) -> String {
         ("group", "groups"),
         "--dimension duplicates",
     ));
+    if let Some(line) = near_line {
+        out.push_str(&line);
+    }
     out.trim_end().to_string()
+}
+
+/// The near-duplicate line of a run's summary, from the lake's current statistics; None when they
+/// cannot be read.
+pub fn near_duplicates_summary(lake: &Path) -> Option<String> {
+    let rows = current_stats(lake).ok()?;
+    let value = |metric: &str| {
+        rows.iter()
+            .find(|r| r.dimension == "near_duplicates" && r.metric == metric)
+            .map_or(0, |r| r.value)
+    };
+    Some(near_duplicates_line(
+        value("clusters"),
+        value("files"),
+        value("overflow_buckets"),
+    ))
+}
+
+/// The near-duplicate statistics in one line.
+pub fn near_duplicates_line(clusters: i64, files: i64, overflow: i64) -> String {
+    let mut line = format!(
+        "near-duplicates: {} of {files} files (the near_duplicates table lists them)",
+        plural(clusters.max(0) as usize, "cluster", "clusters")
+    );
+    if overflow > 0 {
+        line.push_str(&format!(
+            "; {} over max_bucket not expanded into pairs",
+            plural(overflow as usize, "band bucket", "band buckets")
+        ));
+    }
+    line
 }
 
 /// The distinct keys of `dimension`.
@@ -335,6 +378,7 @@ mod tests {
             | Dimension::RuleDir
             | Dimension::Language
             | Dimension::Duplicates
+            | Dimension::NearDuplicates
             | Dimension::Total => d.as_str(),
         };
         for d in [
@@ -343,6 +387,7 @@ mod tests {
             Dimension::RuleDir,
             Dimension::Language,
             Dimension::Duplicates,
+            Dimension::NearDuplicates,
             Dimension::Total,
         ] {
             assert!(DIMENSIONS.contains(&name(d)), "{d:?}");

@@ -86,6 +86,8 @@ pub struct ReplaySummary {
     pub resumed_after: usize,
     /// Snapshots this run replayed.
     pub snapshots: usize,
+    /// The near-duplicate line, when the pipeline finds them.
+    pub near_duplicates: Option<String>,
 }
 
 /// How the source thread ended.
@@ -224,6 +226,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             Ok::<Ended, SourceError>(Ended::Complete)
         }
     });
+    let near_duplicates = options.pipeline.near_duplicates.is_some();
     let plan = GraphPlan {
         lake,
         workers,
@@ -254,6 +257,9 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         Ok(ended) => (ended == Ended::Interrupted || clock.stopped(), None),
         Err(error) => (false, Some(error)),
     };
+    let near_duplicates = near_duplicates
+        .then(|| crate::query::near_duplicates_summary(&options.lake))
+        .flatten();
     Ok(ReplaySummary {
         source,
         lake: options.lake,
@@ -270,6 +276,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         restored_rows,
         resumed_after,
         snapshots,
+        near_duplicates,
     })
 }
 
@@ -357,6 +364,10 @@ impl fmt::Display for ReplaySummary {
             r.rows_file_rules,
             r.rows_matches,
             r.parts.len()
-        )
+        )?;
+        match &self.near_duplicates {
+            Some(line) => write!(f, "\n{line}"),
+            None => Ok(()),
+        }
     }
 }

@@ -63,6 +63,8 @@ pub struct WatchSummary {
     pub lake: PathBuf,
     /// Paths restored from the lake's committed state.
     pub restored_paths: usize,
+    /// The near-duplicate line, when the pipeline finds them.
+    pub near_duplicates: Option<String>,
 }
 
 /// Watches until `stop` is set, then drains, commits and returns.
@@ -93,6 +95,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         move || watch(&roots, &lake, &options, &control, &sender)
     });
     let logger = log_periodically(latency.clone(), Duration::from_secs(10), stop.clone());
+    let near_duplicates = config.pipeline.near_duplicates.is_some();
     let plan = GraphPlan {
         lake,
         workers: config.workers.max(1),
@@ -123,6 +126,9 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         report,
         rescans: watched.rescans,
         latency: latency.summary(),
+        near_duplicates: near_duplicates
+            .then(|| crate::query::near_duplicates_summary(&config.lake))
+            .flatten(),
         lake: config.lake,
         restored_paths,
     })
@@ -148,6 +154,10 @@ impl fmt::Display for WatchSummary {
             self.report.rows_files,
             self.report.rows_file_rules,
             self.report.rows_matches
-        )
+        )?;
+        match &self.near_duplicates {
+            Some(line) => write!(f, "\n{line}"),
+            None => Ok(()),
+        }
     }
 }

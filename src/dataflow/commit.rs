@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use rustc_hash::FxHashMap;
 
+use super::near_dup::Membership;
 use super::stats::StatKey;
 use crate::epochs::EpochClock;
 use crate::pipeline::RuleSet;
@@ -121,11 +122,20 @@ impl Committer {
 
     /// Applies the statistic changes of a complete epoch; epoch 0 is the restored state, which is
     /// already in the lake.
-    pub fn apply(&mut self, epoch: u64, changes: FxHashMap<StatKey, i64>) -> Result<(), SinkError> {
+    pub fn apply(
+        &mut self,
+        epoch: u64,
+        changes: FxHashMap<StatKey, i64>,
+        memberships: FxHashMap<Membership, i64>,
+    ) -> Result<(), SinkError> {
         if epoch > self.clock.committable_through() {
             return Ok(()); // never committed: a failed snapshot's
         }
-        self.stats.apply(epoch, changes, epoch > 0)
+        self.stats.apply(epoch, changes, epoch > 0)?;
+        if epoch > 0 {
+            self.stats.record_memberships(epoch, memberships)?;
+        }
+        Ok(())
     }
 
     /// The restored state is in the live statistics: `stats_current.parquet` is rewritten from it
@@ -299,7 +309,7 @@ impl Committer {
         self.job = Some(Job { epoch, handle });
     }
 
-    /// Closes the `stats_changes` part writer and returns the parts it wrote.
+    /// Closes the `stats_changes` and `near_duplicates` part writers and returns the parts they wrote.
     pub fn finish(mut self) -> Result<Vec<std::path::PathBuf>, SinkError> {
         if let Some(job) = self.job.take() {
             // Not recorded: a later run removes it.

@@ -10,6 +10,7 @@
 //! source waits for the workers, never the other way round.
 
 pub mod commit;
+pub mod near_dup;
 pub mod reconcile;
 pub mod stats;
 pub mod upsert;
@@ -31,6 +32,7 @@ use timely::dataflow::operators::{Operator, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle, Stream, StreamVec};
 
 use self::commit::{CheckpointPolicy, Committer, ReplayPlan};
+use self::near_dup::{Membership, near_duplicates};
 use self::reconcile::{Identity, KnownPath, reconcile};
 use self::stats::{DirKeys, StatKey, Tracked, all_stats};
 use self::upsert::arrange_upserts;
@@ -238,10 +240,20 @@ fn run_worker(
             Tracked,
             _,
         >(upserts, PipelinePact, "CurrentVersions");
-        let stats = all_stats(current);
+        let (stats, memberships) = match plan.stage.pipeline().near_duplicates {
+            Some(params) => {
+                let (near, memberships) = near_duplicates(current.clone(), params);
+                (all_stats(current).concat(near), memberships.inner)
+            }
+            None => (
+                all_stats(current),
+                timely::dataflow::operators::generic::operator::empty(scope.clone()),
+            ),
+        };
         let latency = plan.latency.clone().filter(|_| index == 0);
         write_stats(
             stats.inner,
+            memberships,
             committer.clone(),
             failure.clone(),
             shared.clone(),
@@ -540,29 +552,42 @@ fn must_close(writer: &LakeWriter, clock: &EpochClock, epoch: u64) -> bool {
     }
 }
 
-/// Statistic changes -> one worker, which applies each epoch's changes once the epoch is complete
-/// and commits at the requested epochs (see [`Committer`]). It holds one consolidated value per
-/// statistic and open epoch.
+/// Statistic changes and near-duplicate memberships -> one worker, which applies each epoch's
+/// changes once the epoch is complete and commits at the requested epochs (see [`Committer`]).
+/// It holds one consolidated value per statistic (and membership) and open epoch.
 fn write_stats<'scope>(
     changes: Stream<'scope, u64, Vec<(StatKey, u64, isize)>>,
+    memberships: Stream<'scope, u64, Vec<(Membership, u64, isize)>>,
     committer: Rc<RefCell<Committer>>,
     failure: Rc<RefCell<Option<SinkError>>>,
     shared: Arc<Shared>,
     latency: Option<Arc<LatencyRecorder>>,
 ) -> StreamVec<'scope, u64, ()> {
-    changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+    changes.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+        memberships,
         Exchange::new(|_: &(StatKey, u64, isize)| 0u64),
+        Exchange::new(|_: &(Membership, u64, isize)| 0u64),
         "StatsWriter",
         move |_capability, _info| {
-            let mut pending: BTreeMap<u64, FxHashMap<StatKey, i64>> = BTreeMap::new();
-            move |(input, frontier), _output| {
+            let mut pending: BTreeMap<u64, EpochChanges> = BTreeMap::new();
+            move |(input, frontier), (clusters, cluster_frontier), _output| {
                 input.for_each(|_capability, data| {
                     for (key, time, diff) in data.drain(..) {
                         let epoch = pending.entry(epoch_of(time)).or_default();
-                        *epoch.entry(key).or_default() += diff as i64;
+                        *epoch.stats.entry(key).or_default() += diff as i64;
                     }
                 });
-                let first = frontier.frontier().first().copied();
+                clusters.for_each(|_capability, data| {
+                    for (membership, time, diff) in data.drain(..) {
+                        let epoch = pending.entry(epoch_of(time)).or_default();
+                        *epoch.memberships.entry(membership).or_default() += diff as i64;
+                    }
+                });
+                // Times are totally ordered: the least of the two frontiers.
+                let first = [frontier, cluster_frontier]
+                    .into_iter()
+                    .filter_map(|f| f.frontier().first().copied())
+                    .min();
                 let complete = match first {
                     Some(t) => epoch_of(t).checked_sub(1),
                     None => Some(u64::MAX),
@@ -582,7 +607,7 @@ fn write_stats<'scope>(
                             committer.restored()?;
                             committer.commit_through(Some(epoch - 1))?;
                         }
-                        committer.apply(epoch, changes)?;
+                        committer.apply(epoch, changes.stats, changes.memberships)?;
                     }
                     if !coordinating(&committer) {
                         return Ok(());
@@ -609,4 +634,11 @@ fn write_stats<'scope>(
             }
         },
     )
+}
+
+/// One open epoch's changes, consolidated.
+#[derive(Default)]
+struct EpochChanges {
+    stats: FxHashMap<StatKey, i64>,
+    memberships: FxHashMap<Membership, i64>,
 }

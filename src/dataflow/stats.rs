@@ -32,6 +32,30 @@ pub struct Tracked {
     pub dir: Arc<str>,
     /// (rule, count) for rules with a non-zero count; shared like `dir`.
     pub rules: Arc<[(u32, u64)]>,
+    /// The MinHash signature and the name it belongs to, for the near-duplicate stage.
+    pub signed: Option<Arc<Signed>>,
+}
+
+/// A current version's MinHash signature, with what a `near_duplicates` row names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Signed {
+    /// XXH3-64 of the values: files with equal signatures share it and are handled as one.
+    pub group: u64,
+    pub source: String,
+    pub path: Vec<u8>,
+    pub values: Arc<[u32]>,
+}
+
+impl Signed {
+    pub fn new(source: &str, path: &[u8], values: Arc<[u32]>) -> Signed {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Signed {
+            group: xxhash_rust::xxh3::xxh3_64(&bytes),
+            source: source.to_string(),
+            path: path.to_vec(),
+            values,
+        }
+    }
 }
 
 impl Tracked {
@@ -49,6 +73,10 @@ impl Tracked {
                 hash: f.hash,
                 dir: dirs.key(&version.path),
                 rules: Arc::from(version.rule_counts.as_slice()),
+                signed: version
+                    .signature
+                    .clone()
+                    .map(|values| Arc::new(Signed::new(&version.source, &version.path, values))),
             },
             None => Tracked {
                 skipped: true,
@@ -58,6 +86,7 @@ impl Tracked {
                 hash: [0; 16],
                 dir: dirs.empty.clone(),
                 rules: Arc::from([]),
+                signed: None,
             },
         })
     }
@@ -116,6 +145,7 @@ pub enum Dimension {
     RuleDir,
     Language,
     Duplicates,
+    NearDuplicates,
     Total,
 }
 
@@ -127,6 +157,7 @@ impl Dimension {
             Dimension::RuleDir => "rule_dir",
             Dimension::Language => "language",
             Dimension::Duplicates => "duplicates",
+            Dimension::NearDuplicates => "near_duplicates",
             Dimension::Total => "total",
         }
     }
@@ -141,6 +172,8 @@ pub enum Metric {
     Lines,
     Paths,
     Skipped,
+    Clusters,
+    OverflowBuckets,
 }
 
 impl Metric {
@@ -152,6 +185,8 @@ impl Metric {
             Metric::Lines => "lines",
             Metric::Paths => "paths",
             Metric::Skipped => "skipped",
+            Metric::Clusters => "clusters",
+            Metric::OverflowBuckets => "overflow_buckets",
         }
     }
 }

@@ -31,7 +31,14 @@ const PENDING_DIR: &str = "pending";
 /// Records kept; older ones are removed once a newer one is durable.
 pub const KEEP_RECORDS: usize = 8;
 /// The tables written as part files, one directory each.
-pub const PART_TABLES: [&str; 4] = ["files", "file_rules", "matches", "stats_changes"];
+pub const PART_TABLES: [&str; 6] = [
+    "files",
+    "file_rules",
+    "matches",
+    "stats_changes",
+    "signatures",
+    "near_duplicates",
+];
 /// The version of the commit record format.
 const FORMAT: u32 = 1;
 

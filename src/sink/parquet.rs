@@ -276,6 +276,7 @@ pub struct LakeWriter {
     files: PartWriter,
     file_rules: PartWriter,
     matches: PartWriter,
+    signatures: PartWriter,
     report: SinkReport,
     open_epochs: Option<(u64, u64)>,
 }
@@ -287,6 +288,7 @@ impl LakeWriter {
             files: PartWriter::new(lake, "files", worker),
             file_rules: PartWriter::new(lake, "file_rules", worker),
             matches: PartWriter::new(lake, "matches", worker),
+            signatures: PartWriter::new(lake, "signatures", worker),
             report: SinkReport {
                 rule_files: vec![0; rules.len()],
                 rule_matches: vec![0; rules.len()],
@@ -342,6 +344,7 @@ impl LakeWriter {
         self.files.write(&batches.files, first, last)?;
         self.file_rules.write(&batches.file_rules, first, last)?;
         self.matches.write(&batches.matches, first, last)?;
+        self.signatures.write(&batches.signatures, first, last)?;
         Ok(())
     }
 
@@ -356,6 +359,7 @@ impl LakeWriter {
         self.files.close()?;
         self.file_rules.close()?;
         self.matches.close()?;
+        self.signatures.close()?;
         self.open_epochs = None;
         Ok(())
     }
@@ -372,6 +376,8 @@ impl LakeWriter {
         report.parts.extend(parts);
         let (rows, parts) = self.matches.finish()?;
         report.rows_matches = rows;
+        report.parts.extend(parts);
+        let (_, parts) = self.signatures.finish()?;
         report.parts.extend(parts);
         Ok(report)
     }

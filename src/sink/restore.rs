@@ -154,6 +154,47 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
             }
         }
     }
+    // Signatures: the row of each current version's epoch. A checkpoint written before the table
+    // existed has no file for it.
+    let mut signature_sources: Vec<(PathBuf, &'static str)> = Vec::new();
+    signature_sources.extend(checkpoint("signatures.parquet").filter(|(p, _)| p.exists()));
+    signature_sources.extend(tail("signatures")?);
+    for (path, what) in &signature_sources {
+        for batch in read(path, "signatures", what)? {
+            let source = column(&batch, "source", path, what)?.as_string::<i32>();
+            let file = column(&batch, "path", path, what)?.as_string::<i32>();
+            let file_bytes = column(&batch, "path_bytes", path, what)?.as_binary::<i32>();
+            let epoch = column(&batch, "epoch", path, what)?.as_primitive::<UInt64Type>();
+            let signature = column(&batch, "signature", path, what)?.as_binary::<i32>();
+            for row in 0..batch.num_rows() {
+                let name = if file_bytes.is_valid(row) {
+                    file_bytes.value(row)
+                } else {
+                    file.value(row).as_bytes()
+                };
+                let id = path_id(source.value(row), name);
+                let Some(version) = current.get_mut(&id) else {
+                    continue;
+                };
+                if version.epoch != epoch.value(row) {
+                    continue;
+                }
+                let bytes = signature.value(row);
+                if bytes.is_empty() || bytes.len() % 4 != 0 {
+                    return Err(corrupt(
+                        path,
+                        what,
+                        format!("a signature of {} bytes, not 4 per value", bytes.len()),
+                    ));
+                }
+                let values = bytes
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                version.signature = Some(values);
+            }
+        }
+    }
     let mut versions: Vec<FileVersion> = current.into_values().collect();
     for v in &mut versions {
         v.rule_counts.sort_unstable();
@@ -236,6 +277,11 @@ pub fn write_checkpoint(
         &staging.join("file_rules.parquet"),
         "file_rules",
         &batches.file_rules,
+    )?;
+    replace_file(
+        &staging.join("signatures.parquet"),
+        "signatures",
+        &batches.signatures,
     )?;
     let _ = std::fs::remove_dir_all(&target);
     std::fs::rename(&staging, &target).map_err(|source| SinkError::Io {

@@ -19,6 +19,11 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "stats_current",
         include_str!("../../schemas/stats_current.json"),
     ),
+    ("signatures", include_str!("../../schemas/signatures.json")),
+    (
+        "near_duplicates",
+        include_str!("../../schemas/near_duplicates.json"),
+    ),
 ];
 
 /// One column as a schema file describes it.

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::parquet::{PartWriter, replace_file};
+use super::tables::NearDuplicateRow;
 use super::{SinkError, tables};
+use crate::dataflow::near_dup::Membership;
 use crate::dataflow::stats::{Dimension, Metric, StatKey};
 use crate::pipeline::RuleSet;
 
@@ -17,6 +19,7 @@ pub struct StatsWriter {
     lake: PathBuf,
     rules: RuleSet,
     changes: PartWriter,
+    memberships: PartWriter,
     current: BTreeMap<StatKey, i64>,
 }
 
@@ -25,6 +28,7 @@ impl StatsWriter {
         StatsWriter {
             lake: lake.to_path_buf(),
             changes: PartWriter::new(lake, "stats_changes", worker),
+            memberships: PartWriter::new(lake, "near_duplicates", worker),
             rules,
             current: BTreeMap::new(),
         }
@@ -82,9 +86,45 @@ impl StatsWriter {
         Ok(())
     }
 
-    /// Closes the open `stats_changes` part, for a commit.
+    /// Writes the near-duplicate membership changes of a completed epoch (any order, repeated
+    /// memberships allowed) to `near_duplicates`.
+    pub fn record_memberships(
+        &mut self,
+        epoch: u64,
+        changes: impl IntoIterator<Item = (Membership, i64)>,
+    ) -> Result<(), SinkError> {
+        let mut consolidated: BTreeMap<Membership, i64> = BTreeMap::new();
+        for (membership, diff) in changes {
+            *consolidated.entry(membership).or_default() += diff;
+        }
+        let rows: Vec<NearDuplicateRow<'_>> = consolidated
+            .iter()
+            .filter(|(_, diff)| **diff != 0)
+            .map(|(m, diff)| NearDuplicateRow {
+                epoch,
+                source: &m.member.source,
+                path: &m.member.path,
+                cluster: m.cluster,
+                representative_source: &m.representative.source,
+                representative_path: &m.representative.path,
+                similarity: m.similarity(),
+                diff: *diff,
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = tables::near_duplicates(&rows).map_err(|source| SinkError::Arrow {
+            table: "near_duplicates".into(),
+            source,
+        })?;
+        self.memberships.write(&batch, epoch, epoch)
+    }
+
+    /// Closes the open `stats_changes` and `near_duplicates` parts, for a commit.
     pub fn close_part(&mut self) -> Result<(), SinkError> {
-        self.changes.close()
+        self.changes.close()?;
+        self.memberships.close()
     }
 
     /// Replaces `stats_current.parquet` with the current values, as of `epoch`.
@@ -99,8 +139,10 @@ impl StatsWriter {
         replace_file(&self.lake.join(STATS_CURRENT_FILE), "stats_current", &batch)
     }
 
-    /// The `stats_changes` parts written.
+    /// The `stats_changes` and `near_duplicates` parts written.
     pub fn finish(self) -> Result<Vec<PathBuf>, SinkError> {
-        Ok(self.changes.finish()?.1)
+        let mut parts = self.changes.finish()?.1;
+        parts.extend(self.memberships.finish()?.1);
+        Ok(parts)
     }
 }

@@ -15,11 +15,12 @@ use crate::dataflow::stats::StatKey;
 use crate::pipeline::RuleSet;
 use crate::version::FileVersion;
 
-/// The three tables' batches for one group of versions.
+/// The per-version tables' batches for one group of versions.
 pub struct TableBatches {
     pub files: RecordBatch,
     pub file_rules: RecordBatch,
     pub matches: RecordBatch,
+    pub signatures: RecordBatch,
 }
 
 /// Builds the batches for `versions`.
@@ -28,7 +29,86 @@ pub fn build(versions: &[FileVersion], rules: &RuleSet) -> Result<TableBatches, 
         files: files(versions)?,
         file_rules: file_rules(versions, rules)?,
         matches: matches(versions, rules)?,
+        signatures: signatures(versions)?,
     })
+}
+
+fn signatures(versions: &[FileVersion]) -> Result<RecordBatch, ArrowError> {
+    let mut source = StringBuilder::new();
+    let mut path = StringBuilder::new();
+    let mut path_bytes = BinaryBuilder::new();
+    let mut epoch = UInt64Builder::new();
+    let mut signature = BinaryBuilder::new();
+    let mut bytes = Vec::new();
+    for v in versions {
+        let Some(values) = &v.signature else {
+            continue;
+        };
+        source.append_value(&v.source);
+        path.append_value(v.path_lossy());
+        path_bytes.append_option(v.path_bytes_if_not_utf8());
+        epoch.append_value(v.epoch);
+        bytes.clear();
+        bytes.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        signature.append_value(&bytes);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(source.finish()),
+        Arc::new(path.finish()),
+        Arc::new(path_bytes.finish()),
+        Arc::new(epoch.finish()),
+        Arc::new(signature.finish()),
+    ];
+    RecordBatch::try_new(table("signatures").arrow.clone(), columns)
+}
+
+/// One `near_duplicates` row before it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearDuplicateRow<'a> {
+    pub epoch: u64,
+    pub source: &'a str,
+    pub path: &'a [u8],
+    pub cluster: u128,
+    pub representative_source: &'a str,
+    pub representative_path: &'a [u8],
+    pub similarity: f64,
+    pub diff: i64,
+}
+
+/// `near_duplicates` rows.
+pub fn near_duplicates(rows: &[NearDuplicateRow<'_>]) -> Result<RecordBatch, ArrowError> {
+    let mut epoch = UInt64Builder::new();
+    let mut source = StringBuilder::new();
+    let mut path = StringBuilder::new();
+    let mut path_bytes = BinaryBuilder::new();
+    let mut cluster = StringBuilder::new();
+    let mut representative_source = StringBuilder::new();
+    let mut representative_path = StringBuilder::new();
+    let mut similarity = Float64Builder::new();
+    let mut diff = Int64Builder::new();
+    for row in rows {
+        epoch.append_value(row.epoch);
+        source.append_value(row.source);
+        path.append_value(String::from_utf8_lossy(row.path));
+        path_bytes.append_option(std::str::from_utf8(row.path).is_err().then_some(row.path));
+        cluster.append_value(format!("{:032x}", row.cluster));
+        representative_source.append_value(row.representative_source);
+        representative_path.append_value(String::from_utf8_lossy(row.representative_path));
+        similarity.append_value(row.similarity);
+        diff.append_value(row.diff);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(epoch.finish()),
+        Arc::new(source.finish()),
+        Arc::new(path.finish()),
+        Arc::new(path_bytes.finish()),
+        Arc::new(cluster.finish()),
+        Arc::new(representative_source.finish()),
+        Arc::new(representative_path.finish()),
+        Arc::new(similarity.finish()),
+        Arc::new(diff.finish()),
+    ];
+    RecordBatch::try_new(table("near_duplicates").arrow.clone(), columns)
 }
 
 fn files(versions: &[FileVersion]) -> Result<RecordBatch, ArrowError> {
