@@ -375,6 +375,66 @@ mod tests {
     }
 
     #[test]
+    fn near_duplicates_take_documented_defaults_and_refuse_bad_values() {
+        let p = Pipeline::from_json(r#"{"near_duplicates": {}}"#, "p.json").unwrap();
+        assert_eq!(p.near_duplicates, Some(NearDuplicates::default()));
+        let d = NearDuplicates::default();
+        assert_eq!(
+            (
+                d.shingle,
+                d.signature,
+                d.bands,
+                d.rows,
+                d.threshold,
+                d.min_size,
+                d.max_bucket
+            ),
+            (5, 256, 32, 8, 0.8, 64, 100)
+        );
+        for (section, word) in [
+            (r#"{"shingle": 0}"#, "shingle"),
+            (r#"{"shingle": 9}"#, "shingle"),
+            (r#"{"signature": 0}"#, "signature"),
+            (r#"{"signature": 1025}"#, "signature"),
+            (r#"{"bands": 33}"#, "bands"),
+            (r#"{"rows": 0}"#, "bands"),
+            (r#"{"threshold": 0}"#, "threshold"),
+            (r#"{"threshold": 1.5}"#, "threshold"),
+            (r#"{"min_size": 0}"#, "min_size"),
+            (r#"{"max_bucket": 1}"#, "max_bucket"),
+        ] {
+            let text = format!(r#"{{"near_duplicates": {section}}}"#);
+            let err = Pipeline::from_json(&text, "p.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("p.json") && err.contains("near_duplicates") && err.contains(word),
+                "{section}: {err}"
+            );
+        }
+        let err = Pipeline::from_json(r#"{"near_duplicates": {"band": 4}}"#, "p.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("band"), "{err}");
+    }
+
+    #[test]
+    fn near_duplicates_change_the_fingerprint_and_their_absence_does_not() {
+        let default = Pipeline::default_pack();
+        // The fingerprint of the default pack that lakes written before the section recorded
+        // (computed from the format in Python).
+        assert_eq!(default.fingerprint, "2b882e8bd2163846");
+        let dedupe = Pipeline::from_json(
+            include_str!("../../pipelines/dedupe.json"),
+            "pipelines/dedupe.json",
+        )
+        .unwrap();
+        assert_eq!(dedupe.rules.len(), default.rules.len());
+        assert_eq!(dedupe.near_duplicates, Some(NearDuplicates::default()));
+        assert_ne!(dedupe.fingerprint, default.fingerprint);
+    }
+
+    #[test]
     fn pattern_matching_empty_is_refused() {
         let err = Pipeline::from_json(
             r#"{"rules": [{"id": "e", "pattern": "a*", "regex": true}]}"#,

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -162,10 +162,17 @@ pub fn rows(lake: &Path, table: &str, skip: &[&str]) -> Vec<String> {
 
 /// Every part table's rows, epochs included: what two lakes that are the same must share.
 pub fn table_rows(lake: &Path) -> Vec<(&'static str, Vec<String>)> {
-    ["files", "file_rules", "matches", "stats_changes"]
-        .into_iter()
-        .map(|t| (t, rows(lake, t, &[])))
-        .collect()
+    [
+        "files",
+        "file_rules",
+        "matches",
+        "stats_changes",
+        "signatures",
+        "near_duplicates",
+    ]
+    .into_iter()
+    .map(|t| (t, rows(lake, t, &[])))
+    .collect()
 }
 
 /// All three tables' rows without `epoch`.
@@ -472,4 +479,45 @@ pub fn stats_changes_sum(lake: &Path) -> Vec<String> {
         .collect();
     rows.sort();
     rows
+}
+
+/// The near-duplicate clusters of a lake as of its last epoch, from the running sum of the
+/// `near_duplicates` diffs: each cluster as its sorted paths, with its representative first.
+pub fn near_duplicate_clusters(lake: &Path) -> BTreeSet<Vec<String>> {
+    let mut sums: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    for row in rows(lake, "near_duplicates", &["epoch", "similarity"]) {
+        let field = |name: &str| row_field(&row, name);
+        let key = (
+            field("cluster"),
+            field("representative_path"),
+            field("path"),
+        );
+        *sums.entry(key).or_default() += field("diff").parse::<i64>().unwrap();
+    }
+    assert!(
+        sums.values().all(|d| *d == 0 || *d == 1),
+        "a membership summed to neither 0 nor 1: {sums:?}"
+    );
+    let mut clusters: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for ((cluster, representative, path), d) in sums {
+        if d == 1 {
+            clusters
+                .entry((cluster, representative))
+                .or_default()
+                .push(path);
+        }
+    }
+    clusters
+        .into_iter()
+        .map(|((_, representative), mut paths)| {
+            paths.sort();
+            assert!(
+                paths.contains(&representative),
+                "{representative} not in {paths:?}"
+            );
+            paths.retain(|p| *p != representative);
+            paths.insert(0, representative);
+            paths
+        })
+        .collect()
 }
