@@ -3,7 +3,6 @@
 //! a replay of what is left.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
