@@ -5,19 +5,22 @@
 //! ```text
 //!  source (walk | archive | watch) --FileEvent--> exchange by hash(source, path)
 //!    --> reader + batcher (one Arrow binary array of contents per batch)
-//!    --> kernel stage (hash, lines, entropy, binary; language; rule matches)
+//!    --> kernel stage (hash, lines, entropy, binary, MinHash; language; rule matches)
 //!    --> FileVersion --> reconcile (only changes; deletes for paths a snapshot lacks)
 //!    --> lake writer (Parquet part files per worker and table)
 //!    --> upsert arrangement keyed by path (differential) --> statistics --> stats writer
+//!                                                        \-> near-duplicate clusters --/
 //! ```
 //!
 //! - [`source`] emits [`source::FileEvent`]s and never reads file contents (archive members,
 //!   which only exist inside a stream, are the exception).
 //! - [`read`] opens regular files only and never follows a symlink or opens a FIFO.
 //! - [`batch`] gathers contents into one values buffer + offsets: what every kernel backend takes.
-//! - [`kernels`] computes features over whole batches; the CPU backend is the reference.
+//! - [`kernels`] computes features over whole batches; the CPU backend is the reference;
+//!   [`kernels::minhash`] defines the MinHash signature.
 //! - [`dataflow`] is the timely graph; [`dataflow::stats`] holds the statistics, each a function
-//!   from the collection of current versions to a collection of statistic updates.
+//!   from the collection of current versions to a collection of statistic updates;
+//!   [`dataflow::near_dup`] derives near-duplicate clusters from the same collection.
 //! - [`epochs`] is the clock a source and the graph share: the open epoch, what is sealed, where
 //!   to commit, which snapshots ended.
 //! - [`sink`] writes the lake; [`sink::schema`] loads `schemas/*.json`, the single source of
@@ -33,12 +36,13 @@
 //!   leftmost-first matches, whatever the other rules match.
 //! - **Secrets are not copied**: a `secret` rule's matched text never reaches the lake or logs.
 //! - **Readers never see a half-written Parquet file**: parts are renamed into place when complete.
-//! - **Same rows whatever the route**: directory or archive, 1 or N workers.
+//! - **Same rows whatever the route**: directory or archive, 1 or N workers, any kernel backend.
 //! - **Exactly once**: a commit record under `_exoflow/` covers every part file up to its epoch;
 //!   anything past it is removed when the lake is next opened, and a run continues from the
 //!   committed state, so a crash at any point loses nothing and writes nothing twice.
 //! - **Statistics are never hand-retracted**: they derive from the upsert arrangement of current
-//!   versions, so a changed or deleted file's old contribution is retracted by differential.
+//!   versions, so a changed or deleted file's old contribution is retracted by differential;
+//!   so are near-duplicate clusters.
 
 pub mod batch;
 pub mod dataflow;
