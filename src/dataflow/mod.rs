@@ -247,7 +247,7 @@ fn run_worker(
             }
             None => (
                 all_stats(current),
-                timely::dataflow::operators::generic::operator::empty(scope.clone()),
+                timely::dataflow::operators::generic::operator::empty(scope),
             ),
         };
         let latency = plan.latency.clone().filter(|_| index == 0);
