@@ -8,6 +8,7 @@ mod hardening_cli;
 mod hardening_lake;
 mod hardening_watch;
 mod lake_visibility;
+mod near_duplicates;
 mod replay;
 mod replay_stop;
 mod restart;
