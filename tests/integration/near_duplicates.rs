@@ -267,3 +267,57 @@ fn every_pipeline_file_replays_the_sample() {
     }
     assert!(found >= 2, "pipelines/ has {found} pipelines");
 }
+
+#[test]
+fn near_clusters_of_successive_snapshots_in_one_run_match_each_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        tmp.path(),
+        "chains",
+        r#"{ "shingle": 4, "signature": 256, "bands": 64, "rows": 4, "threshold": 0.5,
+             "min_size": 32 }"#,
+        "",
+    );
+    let mut rng = Rng(5);
+    let text = rng.text(4000);
+    let window = |at: usize| text[at..at + 1200].to_vec();
+    let snaps: Vec<PathBuf> = (1..=4).map(|i| tmp.path().join(format!("s{i}"))).collect();
+    // A ~ B ~ C; then B deleted (A and C apart); then B back with D, a copy of C; then A moved
+    // along the chain to B's place and C deleted.
+    write(&snaps[0], "a.txt", window(0));
+    write(&snaps[0], "b.txt", window(270));
+    write(&snaps[0], "c.txt", window(540));
+    write(&snaps[1], "a.txt", window(0));
+    write(&snaps[1], "c.txt", window(540));
+    write(&snaps[2], "a.txt", window(0));
+    write(&snaps[2], "b.txt", window(270));
+    write(&snaps[2], "c.txt", window(540));
+    write(&snaps[2], "d.txt", window(540));
+    write(&snaps[3], "a.txt", window(300));
+    write(&snaps[3], "b.txt", window(270));
+    write(&snaps[3], "d.txt", window(540));
+    let lake = tmp.path().join("lake");
+    let mut args = vec!["replay"];
+    args.extend(snaps.iter().map(|p| s(p)));
+    args.extend(["--out", s(&lake), "--pipeline", s(&p), "--source", "chains"]);
+    let out = run_ok(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("epochs 1..=4"), "{text}");
+    for (i, snap) in snaps.iter().enumerate() {
+        let epoch = (i + 1).to_string();
+        let report = reference_check(
+            &lake,
+            &p,
+            Some(snap),
+            &["--source", "chains", "--epoch", &epoch],
+        );
+        let expected = [
+            "1 of 3 files",
+            "0 of 0 files",
+            "1 of 4 files",
+            "1 of 3 files",
+        ][i];
+        assert!(report.contains(expected), "epoch {epoch}: {report}");
+    }
+    reference_check(&lake, &p, Some(&snaps[3]), &["--source", "chains"]);
+}
