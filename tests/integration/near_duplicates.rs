@@ -321,3 +321,33 @@ fn near_clusters_of_successive_snapshots_in_one_run_match_each_snapshot() {
     }
     reference_check(&lake, &p, Some(&snaps[3]), &["--source", "chains"]);
 }
+
+#[test]
+fn near_clusters_of_a_watch_match_the_files_it_ends_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("watched"), tmp.path().join("lake"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = pipeline(
+        tmp.path(),
+        "chains",
+        r#"{ "shingle": 4, "signature": 256, "bands": 64, "rows": 4, "threshold": 0.5,
+             "min_size": 32 }"#,
+        "",
+    );
+    let mut rng = Rng(9);
+    let text = rng.text(4000);
+    let window = |at: usize| text[at..at + 1200].to_vec();
+    let watch = Watching::start_with(&dir, &lake, &["--pipeline", s(&p)]);
+    write(&dir, "a.txt", window(0));
+    write(&dir, "b.txt", window(270));
+    write(&dir, "c.txt", window(540));
+    write(&dir, "e.txt", window(2000));
+    write(&dir, "f.txt", window(2000));
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    std::fs::remove_file(dir.join("b.txt")).unwrap();
+    write(&dir, "f.txt", window(2100));
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    watch.stop();
+    let report = reference_check(&lake, &p, Some(&dir), &[]);
+    assert!(report.contains("clusters: 1 of 2 files"), "{report}");
+}
