@@ -275,9 +275,10 @@ def lake_clusters(lake, problems, epoch=None, notes=None):
                     problems.append(f"near_duplicates: {show(m[0])} twice with diff {r['diff']} "
                                     f"at epoch {e}")
                 else:
-                    # The member's content changed, its cluster, representative and similarity
-                    # did not: the old version's membership ends as the new one's begins.
+                    # Two rows that cancel: the membership as the table shows it did not change.
                     notes["cancelling"] += 1
+                    problems.append(f"near_duplicates: {show(m[0])} in {m[1]} with similarity "
+                                    f"{m[3]} added and removed at epoch {e}")
             seen[m] = r["diff"]
             sums[m] += r["diff"]
             rep = m[2]
@@ -410,8 +411,7 @@ def check(lake, pipeline, tree=None, source=None, epoch=None, min_overflow=0):
     if overflow < min_overflow:
         problems.append(f"reference: {overflow} overflowing buckets, the case needs {min_overflow}")
     lines.append(f"clusters: {want_stats['clusters']} of {want_stats['files']} files, "
-                 f"{overflow} overflowing buckets; the lake has {len(got)} "
-                 f"({notes['cancelling']} cancelling row pairs in its history)")
+                 f"{overflow} overflowing buckets; the lake has {len(got)}")
     return problems, lines
 
 

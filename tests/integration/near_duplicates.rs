@@ -351,3 +351,24 @@ fn near_clusters_of_a_watch_match_the_files_it_ends_with() {
     let report = reference_check(&lake, &p, Some(&dir), &[]);
     assert!(report.contains("clusters: 1 of 2 files"), "{report}");
 }
+
+#[test]
+fn near_a_member_whose_signature_changes_in_place_writes_no_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, lake) = (tmp.path().join("tree"), tmp.path().join("lake"));
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/dedupe.json");
+    let base = Rng(21).text(3000);
+    write(&tree, "x.txt", &base);
+    write(&tree, "y.txt", &base);
+    replay_ok(&tree, &lake, &p, &[]);
+    let before = rows(&lake, "near_duplicates", &[]);
+    assert_eq!(before.len(), 2, "{before:#?}");
+    // Both copies change the same way: new signatures, the same cluster, representative and
+    // similarity 1.0, so the table has nothing to say.
+    let changed = [&base[..1500], &[b'#'; 100], &base[1600..]].concat();
+    write(&tree, "x.txt", &changed);
+    write(&tree, "y.txt", &changed);
+    replay_ok(&tree, &lake, &p, &[]);
+    assert_eq!(rows(&lake, "near_duplicates", &[]), before);
+    reference_check(&lake, &p, Some(&tree), &[]);
+}
