@@ -93,14 +93,30 @@ impl StatsWriter {
         epoch: u64,
         changes: impl IntoIterator<Item = (Membership, i64)>,
     ) -> Result<(), SinkError> {
-        let mut consolidated: BTreeMap<Membership, i64> = BTreeMap::new();
-        for (membership, diff) in changes {
-            *consolidated.entry(membership).or_default() += diff;
+        let changes: Vec<(Membership, i64)> = changes.into_iter().collect();
+        // Consolidated by what a row shows, not by the whole membership: a member whose signature
+        // changed while its cluster, representative and similarity stayed the same has no row
+        // (its old and new memberships would write a +1 and a -1 row that are the same).
+        let mut consolidated: BTreeMap<_, (i64, &Membership)> = BTreeMap::new();
+        for (m, diff) in &changes {
+            let shown = (
+                (
+                    m.member.source.as_str(),
+                    m.member.path.as_slice(),
+                    m.cluster,
+                ),
+                (
+                    m.representative.source.as_str(),
+                    m.representative.path.as_slice(),
+                ),
+                m.similarity().to_bits(),
+            );
+            consolidated.entry(shown).or_insert((0, m)).0 += diff;
         }
         let rows: Vec<NearDuplicateRow<'_>> = consolidated
-            .iter()
-            .filter(|(_, diff)| **diff != 0)
-            .map(|(m, diff)| NearDuplicateRow {
+            .values()
+            .filter(|(diff, _)| *diff != 0)
+            .map(|(diff, m)| NearDuplicateRow {
                 epoch,
                 source: &m.member.source,
                 path: &m.member.path,

@@ -9,6 +9,7 @@ mod hardening_lake;
 mod hardening_watch;
 mod lake_visibility;
 mod near_dup_watch;
+mod near_duplicates;
 mod replay;
 mod replay_stop;
 mod restart;
