@@ -64,27 +64,44 @@ pub fn signature(content: &[u8], width: usize, out: &mut [u32]) {
     if k == 0 || content.is_empty() {
         return;
     }
-    // Which bins a shingle fell into: an EMPTY value is a real value too.
-    let mut filled = [0u64; MAX_SIGNATURE / 64];
+    // A bin is filled when its value is not EMPTY, or when a shingle whose value is EMPTY fell
+    // into it (one shingle in 2³², kept aside so that the loop below stays branch-free).
+    let mut filled_at_empty: Vec<usize> = Vec::new();
+    // `((h >> 32) · k) >> 32` is `h >> (64 - log2 k)` when k is a power of two: one multiply
+    // less per byte.
+    let k64 = k as u64;
+    let shift = (k.is_power_of_two() && k > 1).then(|| 64 - k.trailing_zeros());
     let mut put = |h: u64, out: &mut [u32]| {
-        let bin = bin_of(h, k);
-        filled[bin / 64] |= 1 << (bin % 64);
+        let bin = match shift {
+            Some(shift) => (h >> shift) as usize,
+            None => (((h >> 32) * k64) >> 32) as usize,
+        };
         let value = h as u32;
-        if value < out[bin] {
-            out[bin] = value;
+        let slot = &mut out[bin];
+        *slot = (*slot).min(value);
+        if value == EMPTY {
+            filled_at_empty.push(bin);
         }
     };
     if content.len() < width {
         put(shingle_hash(pack(content), content.len()), out);
     } else {
+        let length = (width as u64).wrapping_mul(LENGTH_MIX);
         let mut packed = pack(&content[..width]);
-        put(shingle_hash(packed, width), out);
+        put(fmix64(packed.wrapping_add(length)), out);
         let top = 8 * (width as u32 - 1);
         for &b in &content[width..] {
             // Drop the window's first byte, add `b` as its last.
             packed = (packed >> 8) | (u64::from(b) << top);
-            put(shingle_hash(packed, width), out);
+            put(fmix64(packed.wrapping_add(length)), out);
         }
+    }
+    let mut filled = [0u64; MAX_SIGNATURE / 64];
+    for (bin, &value) in out.iter().enumerate() {
+        filled[bin / 64] |= u64::from(value != EMPTY) << (bin % 64);
+    }
+    for bin in filled_at_empty {
+        filled[bin / 64] |= 1 << (bin % 64);
     }
     densify(out, &filled);
 }

@@ -40,6 +40,9 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .set_column_dictionary_enabled(ColumnPath::from("path_bytes"), false)
         .set_column_dictionary_enabled(ColumnPath::from("hash"), false)
         .set_column_dictionary_enabled(ColumnPath::from("excerpt"), false)
+        // MinHash values are uniformly random: compression costs time and saves nothing.
+        .set_column_dictionary_enabled(ColumnPath::from("signature"), false)
+        .set_column_compression(ColumnPath::from("signature"), Compression::UNCOMPRESSED)
         .build()
 }
 
