@@ -25,6 +25,21 @@ pub const DEFAULT_PART_BYTES: usize = 256 << 20;
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 /// The writer buffers a whole row group in memory; this bounds it.
 pub const DEFAULT_ROW_GROUP_BYTES: usize = 32 << 20;
+/// ... and this for `signatures`, whose rows are a kilobyte each and which every worker writes
+/// beside its other tables.
+pub const SIGNATURE_ROW_GROUP_BYTES: usize = 4 << 20;
+
+/// How a table's part files are written: [`writer_properties`], with smaller row groups for
+/// `signatures`.
+fn table_properties(table: &str) -> WriterProperties {
+    match table {
+        "signatures" => writer_properties()
+            .into_builder()
+            .set_max_row_group_bytes(Some(SIGNATURE_ROW_GROUP_BYTES))
+            .build(),
+        _ => writer_properties(),
+    }
+}
 
 /// How every Parquet file of the lake is written: zstd level 3, page statistics, bounded row
 /// groups.
@@ -125,7 +140,11 @@ impl PartWriter {
             source,
         })?;
         let writer =
-            ArrowWriter::try_new(file, self.table.arrow.clone(), Some(writer_properties()))
+            ArrowWriter::try_new(
+                file,
+                self.table.arrow.clone(),
+                Some(table_properties(&self.table.spec.table)),
+            )
                 .map_err(|source| SinkError::Parquet {
                     path: tmp.clone(),
                     source,
