@@ -65,35 +65,18 @@ pub fn signature(content: &[u8], width: usize, out: &mut [u32]) {
         return;
     }
     // A bin is filled when its value is not EMPTY, or when a shingle whose value is EMPTY fell
-    // into it (one shingle in 2³², kept aside so that the loop below stays branch-free).
+    // into it (one shingle in 2³², kept aside so that the loops stay branch-free).
     let mut filled_at_empty: Vec<usize> = Vec::new();
-    // `((h >> 32) · k) >> 32` is `h >> (64 - log2 k)` when k is a power of two: one multiply
-    // less per byte.
-    let k64 = k as u64;
-    let shift = (k.is_power_of_two() && k > 1).then(|| 64 - k.trailing_zeros());
-    let mut put = |h: u64, out: &mut [u32]| {
-        let bin = match shift {
-            Some(shift) => (h >> shift) as usize,
-            None => (((h >> 32) * k64) >> 32) as usize,
-        };
-        let value = h as u32;
-        let slot = &mut out[bin];
-        *slot = (*slot).min(value);
-        if value == EMPTY {
-            filled_at_empty.push(bin);
-        }
-    };
+    let bins = Bins::new(k);
     if content.len() < width {
-        put(shingle_hash(pack(content), content.len()), out);
+        let h = shingle_hash(pack(content), content.len());
+        bins.put(h, out, &mut filled_at_empty);
     } else {
+        let done = whole_blocks(content, width, bins, out, &mut filled_at_empty);
         let length = (width as u64).wrapping_mul(LENGTH_MIX);
-        let mut packed = pack(&content[..width]);
-        put(fmix64(packed.wrapping_add(length)), out);
-        let top = 8 * (width as u32 - 1);
-        for &b in &content[width..] {
-            // Drop the window's first byte, add `b` as its last.
-            packed = (packed >> 8) | (u64::from(b) << top);
-            put(fmix64(packed.wrapping_add(length)), out);
+        for start in done..=content.len() - width {
+            let h = fmix64(pack(&content[start..start + width]).wrapping_add(length));
+            bins.put(h, out, &mut filled_at_empty);
         }
     }
     let mut filled = [0u64; MAX_SIGNATURE / 64];
@@ -104,6 +87,110 @@ pub fn signature(content: &[u8], width: usize, out: &mut [u32]) {
         filled[bin / 64] |= 1 << (bin % 64);
     }
     densify(out, &filled);
+}
+
+/// Step 3 of the scheme for `k` bins.
+#[derive(Clone, Copy)]
+struct Bins {
+    k: u64,
+    /// `((h >> 32) · k) >> 32` is `h >> (64 - log2 k)` when k is a power of two: one multiply
+    /// less per shingle.
+    shift: Option<u32>,
+}
+
+impl Bins {
+    fn new(k: usize) -> Bins {
+        Bins {
+            k: k as u64,
+            shift: (k.is_power_of_two() && k > 1).then(|| 64 - k.trailing_zeros()),
+        }
+    }
+
+    #[inline(always)]
+    fn bin(self, h: u64) -> usize {
+        match self.shift {
+            Some(shift) => (h >> shift) as usize,
+            None => (((h >> 32) * self.k) >> 32) as usize,
+        }
+    }
+
+    #[inline(always)]
+    fn put(self, h: u64, out: &mut [u32], filled_at_empty: &mut Vec<usize>) {
+        let bin = self.bin(h);
+        let value = h as u32;
+        let slot = &mut out[bin];
+        *slot = (*slot).min(value);
+        if value == EMPTY {
+            filled_at_empty.push(bin);
+        }
+    }
+}
+
+/// Shingles hashed per block: hashes first, a block at a time, so that they vectorize, then
+/// the bins.
+const BLOCK: usize = 64;
+
+/// Puts the shingles of the whole blocks of `content` whose last window can be read as 8 bytes,
+/// and returns where the first shingle not put starts. Uses AVX-512 (64-bit multiplies in
+/// vectors) where the processor has it: the same arithmetic, so the same values.
+fn whole_blocks(
+    content: &[u8],
+    width: usize,
+    bins: Bins,
+    out: &mut [u32],
+    filled_at_empty: &mut Vec<usize>,
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
+        // SAFETY: the processor has the features the function is compiled for.
+        return unsafe { whole_blocks_avx512(content, width, bins, out, filled_at_empty) };
+    }
+    blocks(content, width, bins, out, filled_at_empty)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn whole_blocks_avx512(
+    content: &[u8],
+    width: usize,
+    bins: Bins,
+    out: &mut [u32],
+    filled_at_empty: &mut Vec<usize>,
+) -> usize {
+    blocks(content, width, bins, out, filled_at_empty)
+}
+
+#[inline(always)]
+fn blocks(
+    content: &[u8],
+    width: usize,
+    bins: Bins,
+    out: &mut [u32],
+    filled_at_empty: &mut Vec<usize>,
+) -> usize {
+    let mask = if width == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * width)) - 1
+    };
+    let length = (width as u64).wrapping_mul(LENGTH_MIX);
+    let mut hashes = [0u64; BLOCK];
+    let mut start = 0;
+    // The block's last window, read as 8 bytes, must lie inside the content.
+    while start + BLOCK + 7 <= content.len() {
+        let block = &content[start..start + BLOCK + 7];
+        for (j, h) in hashes.iter_mut().enumerate() {
+            let bytes: [u8; 8] = block[j..j + 8].try_into().expect("8 bytes");
+            *h = fmix64((u64::from_le_bytes(bytes) & mask).wrapping_add(length));
+        }
+        for &h in &hashes {
+            bins.put(h, out, filled_at_empty);
+        }
+        start += BLOCK;
+    }
+    start
 }
 
 /// Little-endian packing of at most 8 bytes.

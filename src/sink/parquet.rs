@@ -139,16 +139,15 @@ impl PartWriter {
             path: tmp.clone(),
             source,
         })?;
-        let writer =
-            ArrowWriter::try_new(
-                file,
-                self.table.arrow.clone(),
-                Some(table_properties(&self.table.spec.table)),
-            )
-                .map_err(|source| SinkError::Parquet {
-                    path: tmp.clone(),
-                    source,
-                })?;
+        let writer = ArrowWriter::try_new(
+            file,
+            self.table.arrow.clone(),
+            Some(table_properties(&self.table.spec.table)),
+        )
+        .map_err(|source| SinkError::Parquet {
+            path: tmp.clone(),
+            source,
+        })?;
         self.open = Some(OpenPart {
             writer,
             tmp,
