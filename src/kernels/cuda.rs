@@ -14,6 +14,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
     DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg, ValidAsZeroBits,
 };
+use cudarc::nvrtc::result as nvrtc;
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 
 use super::cpu::{self, CpuKernels};
@@ -101,28 +102,84 @@ pub fn expanded(source: &KernelSource) -> String {
         .replacen("#include \"common.h\"", COMMON_HEADER, 1)
 }
 
-/// Compiles one source to PTX for a virtual architecture such as `compute_90`: what the backend
-/// does with every source of [`SOURCES`] when it starts.
+/// Compiles one source with NVRTC: to PTX for a virtual architecture such as `compute_90`, or
+/// to a CUBIN (machine code) for a real one such as `sm_90`. The backend compiles every source
+/// of [`SOURCES`] to a CUBIN for its device when it starts: unlike PTX, which the driver compiles
+/// again and refuses when NVRTC is newer than the driver, a CUBIN loads on any driver of the
+/// same major CUDA version.
 pub fn compile(source: &KernelSource, arch: &str) -> Result<Ptx, CudaUnavailable> {
     if !nvrtc_present() {
         return Err(CudaUnavailable::NoNvrtc);
     }
-    let options = CompileOptions {
-        name: Some(source.file.to_string()),
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++14".into()],
-        ..Default::default()
-    };
-    cudarc::nvrtc::compile_ptx_with_opts(expanded(source), options).map_err(|error| {
-        let log = match error {
-            CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
-            other => other.to_string(),
-        };
-        CudaUnavailable::Compile {
+    if !arch.starts_with("sm_") {
+        let options = vec![format!("--gpu-architecture={arch}"), "--std=c++14".into()];
+        let failed = |log: String| CudaUnavailable::Compile {
             file: source.file,
             arch: arch.to_string(),
             log,
-        }
-    })
+        };
+        let options = CompileOptions {
+            name: Some(source.file.to_string()),
+            options,
+            ..Default::default()
+        };
+        return cudarc::nvrtc::compile_ptx_with_opts(expanded(source), options).map_err(|error| {
+            failed(match error {
+                CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+                other => other.to_string(),
+            })
+        });
+    }
+    compile_cubin(source, arch).map(Ptx::from_binary)
+}
+
+/// [`compile`] for a real architecture (`sm_90`): the CUBIN, an ELF image.
+pub fn compile_cubin(source: &KernelSource, arch: &str) -> Result<Vec<u8>, CudaUnavailable> {
+    if !nvrtc_present() {
+        return Err(CudaUnavailable::NoNvrtc);
+    }
+    let options = [format!("--gpu-architecture={arch}"), "--std=c++14".into()];
+    let failed = |log: String| CudaUnavailable::Compile {
+        file: source.file,
+        arch: arch.to_string(),
+        log,
+    };
+    let text = std::ffi::CString::new(expanded(source)).map_err(|e| failed(e.to_string()))?;
+    let name = std::ffi::CString::new(source.file).map_err(|e| failed(e.to_string()))?;
+    let program = nvrtc::create_program(&text, Some(&name)).map_err(|e| failed(e.to_string()))?;
+    // SAFETY: `program` was created above from `text` and `name`, which outlive it, and is
+    // destroyed once, at the end.
+    unsafe {
+        let compiled = match nvrtc::compile_program(program, &options) {
+            Ok(()) => cubin_of(program).map_err(|e| failed(e.to_string())),
+            Err(error) => Err(failed(match nvrtc::get_program_log(program) {
+                Ok(log) => std::ffi::CStr::from_ptr(log.as_ptr())
+                    .to_string_lossy()
+                    .into_owned(),
+                Err(_) => error.to_string(),
+            })),
+        };
+        let _ = nvrtc::destroy_program(program);
+        compiled
+    }
+}
+
+/// The CUBIN of a compiled program.
+///
+/// # Safety
+/// `program` is a live NVRTC program, compiled for a real architecture.
+unsafe fn cubin_of(
+    program: cudarc::nvrtc::sys::nvrtcProgram,
+) -> Result<Vec<u8>, cudarc::nvrtc::result::NvrtcError> {
+    use cudarc::nvrtc::sys;
+    let mut size = 0usize;
+    // SAFETY: as the caller promises; the buffer is as large as NVRTC says.
+    unsafe {
+        sys::nvrtcGetCUBINSize(program, &mut size).result()?;
+        let mut cubin = vec![0u8; size];
+        sys::nvrtcGetCUBIN(program, cubin.as_mut_ptr().cast()).result()?;
+        Ok(cubin)
+    }
 }
 
 /// The device, with the kernels loaded: started once per process.
@@ -184,7 +241,7 @@ fn start() -> Result<Device, CudaUnavailable> {
         .compute_capability()
         .map_err(CudaUnavailable::Driver)?;
     let name = context.name().map_err(CudaUnavailable::Driver)?;
-    let arch = format!("compute_{major}{minor}");
+    let arch = format!("sm_{major}{minor}");
     let load = |source: &KernelSource| -> Result<CudaFunction, CudaUnavailable> {
         let ptx = compile(source, &arch)?;
         let error = |error| CudaUnavailable::Load {

@@ -66,12 +66,12 @@ impl Device {
             DeviceChoice::Auto => match CudaBackend::get() {
                 Ok(cuda) => Device::Cuda(cuda),
                 Err(reason) => {
-                    tracing::info!(%reason, "{reason}; kernels run on the CPU");
+                    tracing::info!(%reason, "CUDA cannot start; kernels run on the CPU");
                     return Ok(Device::Cpu);
                 }
             },
         };
-        tracing::info!(kernels = %device.description(), "kernels run on {}", device.description());
+        tracing::info!(kernels = %device.description(), "kernel backend chosen");
         Ok(device)
     }
 

@@ -77,6 +77,12 @@ fn every_kernel_source_compiles_with_nvrtc() {
                 );
             }
         }
+        // What the backend loads: machine code for the device's own architecture.
+        for arch in ["sm_75", "sm_90"] {
+            cuda::compile(source, arch).unwrap_or_else(|e| panic!("{e}"));
+            let cubin = cuda::compile_cubin(source, arch).unwrap();
+            assert!(cubin.starts_with(b"\x7fELF"), "{name} for {arch}");
+        }
         println!("kernels/{name}: compiled by NVRTC");
     }
     // The compile is real: a type error is an error, with the compiler's log.
@@ -475,8 +481,9 @@ fn device_auto_runs_where_it_can_and_writes_the_rows_of_device_cpu() {
     let auto_out = String::from_utf8_lossy(&auto.stdout);
     match CudaBackend::get() {
         Err(reason) => {
-            let line = format!("{reason}; kernels run on the CPU");
-            assert_eq!(auto_err.matches(&line).count(), 1, "{auto_err}");
+            let line = "CUDA cannot start; kernels run on the CPU";
+            assert_eq!(auto_err.matches(line).count(), 1, "{auto_err}");
+            assert!(auto_err.contains(&format!("reason={reason}")), "{auto_err}");
             assert!(auto_out.contains("kernels: cpu"), "{auto_out}");
         }
         Ok(cuda) => {
