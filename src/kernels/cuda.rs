@@ -184,7 +184,7 @@ unsafe fn cubin_of(
 
 /// The device, with the kernels loaded: started once per process.
 #[derive(Debug)]
-struct Device {
+struct LoadedDevice {
     context: Arc<CudaContext>,
     features: CudaFunction,
     minhash: CudaFunction,
@@ -195,7 +195,7 @@ struct Device {
 /// streams and buffers.
 #[derive(Debug, Clone)]
 pub struct CudaBackend {
-    device: Arc<Device>,
+    device: Arc<LoadedDevice>,
 }
 
 impl CudaBackend {
@@ -222,7 +222,7 @@ impl CudaBackend {
     }
 }
 
-fn start() -> Result<Device, CudaUnavailable> {
+fn start() -> Result<LoadedDevice, CudaUnavailable> {
     if !driver_present() {
         return Err(CudaUnavailable::NoDriver);
     }
@@ -253,7 +253,7 @@ fn start() -> Result<Device, CudaUnavailable> {
     };
     let features = load(&FEATURES)?;
     let minhash = load(&MINHASH)?;
-    Ok(Device {
+    Ok(LoadedDevice {
         features,
         minhash,
         description: format!("{}, sm_{major}{minor}", name.trim()),
@@ -363,7 +363,7 @@ struct Pending {
 /// memory, all grown as batches need and kept for the next.
 #[derive(Debug)]
 pub struct CudaKernels {
-    device: Arc<Device>,
+    device: Arc<LoadedDevice>,
     lanes: [Lane; 2],
     staging: Staging,
     pending: Option<Pending>,
@@ -372,7 +372,7 @@ pub struct CudaKernels {
 }
 
 impl CudaKernels {
-    fn new(device: Arc<Device>) -> Result<CudaKernels, DriverError> {
+    fn new(device: Arc<LoadedDevice>) -> Result<CudaKernels, DriverError> {
         let lanes = [Lane::new(&device.context)?, Lane::new(&device.context)?];
         Ok(CudaKernels {
             device,
