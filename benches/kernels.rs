@@ -5,6 +5,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use exoflow::batch::Batcher;
 use exoflow::kernels::cpu::{CpuBackend, batch_columns};
+use exoflow::kernels::cuda::CudaBackend;
 use exoflow::kernels::minhash::{self, fmix64};
 use exoflow::kernels::{Backend, KernelStage, MinHashJob};
 use exoflow::pipeline::Pipeline;
@@ -124,5 +125,51 @@ fn signature_schemes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernels, signature_schemes);
+/// Each batch kernel on the CPU (one core) and on CUDA over the same batch, a group per kernel:
+/// the ratio of the two throughputs is the figure `benches/gpu.sh` prints. The CUDA side
+/// includes the copies to and from the device; both sides compute the content features, since
+/// every launch does. On a machine where CUDA cannot start, only the CPU side runs.
+fn cpu_vs_cuda(c: &mut Criterion) {
+    let batch = batch(4096);
+    let bytes = batch.contents.values().len() as u64;
+    let mut cuda = match CudaBackend::get() {
+        Ok(cuda) => Some(cuda.kernels().expect("CUDA streams and buffers")),
+        Err(reason) => {
+            eprintln!("CUDA benchmarks skipped: {reason}");
+            None
+        }
+    };
+    let job = MinHashJob {
+        shingle: 5,
+        k: 256,
+        min_size: 1,
+        skip_binary: true,
+    };
+    for (name, job) in [("features", None), ("features_and_minhash_k256", Some(job))] {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Bytes(bytes));
+        group.sample_size(10);
+        group.bench_function("cpu", |b| {
+            b.iter(|| black_box(batch_columns(&batch.contents, job)))
+        });
+        if let Some(kernels) = cuda.as_mut() {
+            // Checked once here, so that a fast wrong answer is not timed.
+            kernels.try_launch(&batch.contents, job).unwrap();
+            assert_eq!(
+                kernels.try_wait().unwrap(),
+                batch_columns(&batch.contents, job),
+                "CUDA columns differ from the CPU's"
+            );
+            group.bench_function("cuda", |b| {
+                b.iter(|| {
+                    kernels.try_launch(&batch.contents, job).unwrap();
+                    black_box(kernels.try_wait().unwrap())
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels, signature_schemes, cpu_vs_cuda);
 criterion_main!(benches);

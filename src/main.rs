@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use exoflow::kernels::device::Device;
 use exoflow::pipeline::Pipeline;
 use exoflow::replay::{ReplayError, ReplayOptions, replay};
 use exoflow::source::watch::{WatchOptions, WatchRoot};
@@ -122,6 +123,10 @@ struct RunArgs {
     /// parts per tier however long the run.
     #[arg(long, value_name = "N", default_value_t = exoflow::sink::compact::DEFAULT_AUTO_FANOUT as u16, value_parser = clap::value_parser!(u16).range(2..=1024))]
     compact_fanout: u16,
+    /// Where the batch kernels run: auto (CUDA where its driver, a device and NVRTC are present,
+    /// else the CPU), cpu, or cuda (refused where CUDA cannot start). The rows are the same.
+    #[arg(long, value_name = "DEVICE", default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(exoflow::kernels::device::DEVICE_NAMES))]
+    device: String,
 }
 
 impl RunArgs {
@@ -143,6 +148,15 @@ impl RunArgs {
 
     fn workers(&self) -> usize {
         self.workers.unwrap_or_else(cores)
+    }
+
+    /// The device the kernels run on; `--device cuda` where CUDA cannot start is a usage error.
+    fn device(&self) -> Result<Device, ExitCode> {
+        let choice = self
+            .device
+            .parse()
+            .map_err(|e: String| fail(&anyhow::anyhow!(e), 2))?;
+        Device::select(choice).map_err(|e| fail(&anyhow::Error::new(e), 2))
     }
 }
 
@@ -348,6 +362,10 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             );
         }
     }
+    let device = match args.run.device() {
+        Ok(device) => device,
+        Err(code) => return code,
+    };
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
         Err(code) => return code,
@@ -356,6 +374,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         roots,
         lake: args.run.out.clone(),
         pipeline,
+        device,
         workers: args.run.workers(),
         options: WatchOptions {
             no_ignore: args.no_ignore,
@@ -431,6 +450,10 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         Err(code) => return code,
     };
     let workers = args.run.workers();
+    let device = match args.run.device() {
+        Ok(device) => device,
+        Err(code) => return code,
+    };
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
         Err(code) => return code,
@@ -440,6 +463,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         paths: args.paths,
         lake: args.run.out,
         pipeline,
+        device,
         workers,
         source: args.source,
         strip_components: args.strip_components,

@@ -12,7 +12,7 @@ use crate::dataflow::commit::ReplayPlan;
 use crate::dataflow::{self, GraphError, GraphPlan};
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
-use crate::kernels::cpu::CpuBackend;
+use crate::kernels::device::Device;
 use crate::pipeline::Pipeline;
 use crate::progress::{Progress, ProgressDisplay};
 use crate::sink::SinkReport;
@@ -31,6 +31,8 @@ pub struct ReplayOptions {
     pub paths: Vec<PathBuf>,
     pub lake: PathBuf,
     pub pipeline: Pipeline,
+    /// Where the kernels run.
+    pub device: Device,
     pub workers: usize,
     /// Source name; by default the base name of the first path without archive suffixes.
     pub source: Option<String>,
@@ -67,6 +69,8 @@ pub struct ReplaySummary {
     pub lake: PathBuf,
     pub epochs: RangeInclusive<u64>,
     pub workers: usize,
+    /// The kernel backend that ran, like `cpu`.
+    pub kernels: String,
     pub elapsed: Duration,
     /// Files read and featurized, changed or not.
     pub observed_files: u64,
@@ -241,10 +245,11 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         }),
         checkpoint_rows: options.checkpoint_rows,
         auto_compact: options.auto_compact,
-        stage: Arc::new(KernelStage::new(Box::new(CpuBackend), options.pipeline)),
+        stage: Arc::new(KernelStage::new(options.device.backend(), options.pipeline)),
         progress: progress.clone(),
         latency: None,
     };
+    let kernels = plan.stage.backend_description();
     let graph = dataflow::run(plan, receiver);
     let source_result = source_thread
         .join()
@@ -265,6 +270,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         lake: options.lake,
         epochs: first_epoch..=clock.last().max(first_epoch),
         workers,
+        kernels,
         elapsed: started.elapsed(),
         observed_files: progress.files(),
         observed_bytes: progress.bytes(),
@@ -298,6 +304,7 @@ impl fmt::Display for ReplaySummary {
             self.observed_bytes as f64 / 1e6 / secs,
             self.workers,
         )?;
+        writeln!(f, "kernels: {}", self.kernels)?;
         if self.interrupted {
             writeln!(
                 f,

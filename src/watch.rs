@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::dataflow::{self, GraphError, GraphPlan};
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
-use crate::kernels::cpu::CpuBackend;
+use crate::kernels::device::Device;
 use crate::latency::{LatencyRecorder, LatencySummary, log_periodically};
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
@@ -27,6 +27,8 @@ pub struct WatchRun {
     pub roots: Vec<WatchRoot>,
     pub lake: PathBuf,
     pub pipeline: Pipeline,
+    /// Where the kernels run.
+    pub device: Device,
     pub workers: usize,
     pub options: WatchOptions,
     pub commit_interval: Duration,
@@ -65,6 +67,8 @@ pub struct WatchSummary {
     pub restored_paths: usize,
     /// The near-duplicate line, when the pipeline finds them.
     pub near_duplicates: Option<String>,
+    /// The kernel backend that ran, like `cpu`.
+    pub kernels: String,
 }
 
 /// Watches until `stop` is set, then drains, commits and returns.
@@ -106,10 +110,11 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         replay: None,
         checkpoint_rows: config.checkpoint_rows,
         auto_compact: config.auto_compact,
-        stage: Arc::new(KernelStage::new(Box::new(CpuBackend), config.pipeline)),
+        stage: Arc::new(KernelStage::new(config.device.backend(), config.pipeline)),
         progress: progress.clone(),
         latency: Some(latency.clone()),
     };
+    let kernels = plan.stage.backend_description();
     // The graph runs until the watcher stops (on `stop`, or failing) and hangs up.
     let graph = dataflow::run(plan, receiver);
     stop.store(true, Ordering::Relaxed);
@@ -131,6 +136,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
             .flatten(),
         lake: config.lake,
         restored_paths,
+        kernels,
     })
 }
 
@@ -147,6 +153,7 @@ impl fmt::Display for WatchSummary {
             self.rescans
         )?;
         writeln!(f, "{}", self.latency)?;
+        writeln!(f, "kernels: {}", self.kernels)?;
         write!(
             f,
             "lake {}: files {} rows, file_rules {} rows, matches {} rows",

@@ -2,6 +2,8 @@
 //! the whole batch; language and rule matches are added per file.
 
 pub mod cpu;
+pub mod cuda;
+pub mod device;
 pub mod language;
 pub mod matches;
 pub mod minhash;
@@ -72,6 +74,10 @@ impl MinHashJob {
 /// identical columns for the same batch.
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The name, with the device where there is one: `cpu`, `cuda (NVIDIA H200, sm_90)`.
+    fn description(&self) -> String {
+        self.name().to_string()
+    }
     /// One worker's own kernels: on a device, its own stream and buffers.
     fn worker(&self) -> Box<dyn WorkerKernels>;
 }
@@ -111,6 +117,11 @@ impl KernelStage {
 
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
+    }
+
+    /// See [`Backend::description`].
+    pub fn backend_description(&self) -> String {
+        self.backend.description()
     }
 
     /// A worker's kernels, for [`KernelStage::run`].

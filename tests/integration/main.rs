@@ -3,6 +3,7 @@
 mod auto_compact;
 mod compact;
 mod crash;
+mod cuda;
 mod hardening_archives;
 mod hardening_cli;
 mod hardening_lake;
