@@ -96,12 +96,25 @@ pub fn parts(lake: &Path, table: &str) -> Vec<PathBuf> {
 }
 
 pub fn read_batches(path: &Path) -> Vec<RecordBatch> {
-    ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect()
+    try_read_batches(path).unwrap_or_else(|| panic!("{} is gone", path.display()))
+}
+
+/// The batches of a part file; None when it is gone (a running writer's compaction replaced it
+/// after it was listed: the reader lists again, as the README says a reader of a live lake does).
+fn try_read_batches(path: &Path) -> Option<Vec<RecordBatch>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot open {}: {e}", path.display()),
+    };
+    Some(
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect(),
+    )
 }
 
 /// One cell as text: enough to compare rows between lakes.
@@ -140,9 +153,20 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The rows of `table` as `column=value` strings, sorted, with the columns in `skip` left out.
 pub fn rows(lake: &Path, table: &str, skip: &[&str]) -> Vec<String> {
+    // A part listed and then replaced by a background compaction: list again.
+    for _ in 0..100 {
+        if let Some(rows) = try_rows(lake, table, skip) {
+            return rows;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("the parts of {table} kept changing while they were read");
+}
+
+fn try_rows(lake: &Path, table: &str, skip: &[&str]) -> Option<Vec<String>> {
     let mut out = Vec::new();
     for part in parts(lake, table) {
-        for batch in read_batches(&part) {
+        for batch in try_read_batches(&part)? {
             let schema = batch.schema();
             for row in 0..batch.num_rows() {
                 let mut cells = Vec::new();
@@ -157,7 +181,7 @@ pub fn rows(lake: &Path, table: &str, skip: &[&str]) -> Vec<String> {
         }
     }
     out.sort();
-    out
+    Some(out)
 }
 
 /// Every part table's rows, epochs included: what two lakes that are the same must share.
