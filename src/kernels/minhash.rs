@@ -302,7 +302,7 @@ mod tests {
                 .collect()
         };
         for width in 1..=MAX_SHINGLE {
-            for len in [0, 1, width - 1, width, width + 1, 100, 5000] {
+            for len in [0, 1, width - 1, width, width + 1, 100, 5000, 70_000] {
                 let content = random(len);
                 for k in [1, 7, 64, 256] {
                     assert_eq!(
