@@ -126,6 +126,16 @@ impl Bins {
     }
 }
 
+/// `out[bin] = min(out[bin], value)`, for a `bin` that [`Bins`] computed: always below `k`.
+#[inline(always)]
+fn keep_least(out: &mut [u32], bin: usize, value: u32) {
+    debug_assert!(bin < out.len());
+    // SAFETY: `((h >> 32) · k) >> 32 < k` for every h, and so is `h >> (64 - log2 k)` for a
+    // power of two k, and `out.len() == k`.
+    let slot = unsafe { out.get_unchecked_mut(bin) };
+    *slot = (*slot).min(value);
+}
+
 /// Shingles hashed per block: hashes first, a block at a time, so that they vectorize, then
 /// the bins.
 const BLOCK: usize = 64;
@@ -181,12 +191,31 @@ fn blocks(
     // The block's last window, read as 8 bytes, must lie inside the content.
     while start + BLOCK + 7 <= content.len() {
         let block = &content[start..start + BLOCK + 7];
+        let mut empty = false;
         for (j, h) in hashes.iter_mut().enumerate() {
             let bytes: [u8; 8] = block[j..j + 8].try_into().expect("8 bytes");
             *h = fmix64((u64::from_le_bytes(bytes) & mask).wrapping_add(length));
+            empty |= *h as u32 == EMPTY;
         }
-        for &h in &hashes {
-            bins.put(h, out, filled_at_empty);
+        match bins.shift {
+            Some(shift) => {
+                for &h in &hashes {
+                    keep_least(out, (h >> shift) as usize, h as u32);
+                }
+            }
+            None => {
+                for &h in &hashes {
+                    keep_least(out, (((h >> 32) * bins.k) >> 32) as usize, h as u32);
+                }
+            }
+        }
+        if empty {
+            filled_at_empty.extend(
+                hashes
+                    .iter()
+                    .filter(|&&h| h as u32 == EMPTY)
+                    .map(|&h| bins.bin(h)),
+            );
         }
         start += BLOCK;
     }
