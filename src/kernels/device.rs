@@ -46,7 +46,7 @@ impl fmt::Display for DeviceChoice {
 
 /// `--device cuda` where CUDA cannot start: a usage error, before any work.
 #[derive(Debug, thiserror::Error)]
-#[error("--device cuda: {0}")]
+#[error("--device cuda")]
 pub struct DeviceError(#[from] pub CudaUnavailable);
 
 /// The device the kernels run on, once chosen. The rows written are the same on every device.

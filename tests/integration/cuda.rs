@@ -449,6 +449,7 @@ fn device_cuda_where_cuda_cannot_start_is_a_usage_error_naming_what_is_missing()
         stderr.contains(&format!("--device cuda: {reason}")),
         "{stderr}"
     );
+    assert_eq!(stderr.matches(&reason).count(), 1, "said once: {stderr}");
     assert!(
         !lake.exists(),
         "the lake was opened before the device was checked"
