@@ -124,25 +124,12 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
     let ids: HashMap<&str, u32> = (0..rules.len() as u32).map(|i| (rules.id(i), i)).collect();
     for (path, what) in &rule_sources {
         for batch in read(path, "file_rules", what)? {
-            let source = column(&batch, "source", path, what)?.as_string::<i32>();
-            let file = column(&batch, "path", path, what)?.as_string::<i32>();
-            let file_bytes = column(&batch, "path_bytes", path, what)?.as_binary::<i32>();
-            let epoch = column(&batch, "epoch", path, what)?.as_primitive::<UInt64Type>();
             let rule = column(&batch, "rule", path, what)?.as_string::<i32>();
             let count = column(&batch, "count", path, what)?.as_primitive::<UInt64Type>();
-            for row in 0..batch.num_rows() {
-                let name = if file_bytes.is_valid(row) {
-                    file_bytes.value(row)
-                } else {
-                    file.value(row).as_bytes()
-                };
-                let id = path_id(source.value(row), name);
-                let Some(version) = current.get_mut(&id) else {
+            for (row, key) in version_keys(&batch, path, what)?.into_iter().enumerate() {
+                let Some(version) = current_version(&mut current, key) else {
                     continue;
                 };
-                if version.epoch != epoch.value(row) {
-                    continue;
-                }
                 let Some(&index) = ids.get(rule.value(row)) else {
                     return Err(corrupt(
                         path,
@@ -161,24 +148,11 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
     signature_sources.extend(tail("signatures")?);
     for (path, what) in &signature_sources {
         for batch in read(path, "signatures", what)? {
-            let source = column(&batch, "source", path, what)?.as_string::<i32>();
-            let file = column(&batch, "path", path, what)?.as_string::<i32>();
-            let file_bytes = column(&batch, "path_bytes", path, what)?.as_binary::<i32>();
-            let epoch = column(&batch, "epoch", path, what)?.as_primitive::<UInt64Type>();
             let signature = column(&batch, "signature", path, what)?.as_binary::<i32>();
-            for row in 0..batch.num_rows() {
-                let name = if file_bytes.is_valid(row) {
-                    file_bytes.value(row)
-                } else {
-                    file.value(row).as_bytes()
-                };
-                let id = path_id(source.value(row), name);
-                let Some(version) = current.get_mut(&id) else {
+            for (row, key) in version_keys(&batch, path, what)?.into_iter().enumerate() {
+                let Some(version) = current_version(&mut current, key) else {
                     continue;
                 };
-                if version.epoch != epoch.value(row) {
-                    continue;
-                }
                 let bytes = signature.value(row);
                 if bytes.is_empty() || bytes.len() % 4 != 0 {
                     return Err(corrupt(
@@ -219,6 +193,37 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
         rows_read,
         parts_read,
     })
+}
+
+/// The (path id, epoch) of every row of a batch of a per-version table (`file_rules`,
+/// `signatures`): the version the row belongs to.
+fn version_keys(
+    batch: &RecordBatch,
+    path: &Path,
+    what: &str,
+) -> Result<Vec<(u128, u64)>, SinkError> {
+    let source = column(batch, "source", path, what)?.as_string::<i32>();
+    let file = column(batch, "path", path, what)?.as_string::<i32>();
+    let file_bytes = column(batch, "path_bytes", path, what)?.as_binary::<i32>();
+    let epoch = column(batch, "epoch", path, what)?.as_primitive::<UInt64Type>();
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            let name = if file_bytes.is_valid(row) {
+                file_bytes.value(row)
+            } else {
+                file.value(row).as_bytes()
+            };
+            (path_id(source.value(row), name), epoch.value(row))
+        })
+        .collect())
+}
+
+/// The current version a row with this (path id, epoch) belongs to, if it is current.
+fn current_version(
+    current: &mut HashMap<u128, FileVersion>,
+    (id, epoch): (u128, u64),
+) -> Option<&mut FileVersion> {
+    current.get_mut(&id).filter(|v| v.epoch == epoch)
 }
 
 /// What the files a restart reads are called in its errors.

@@ -186,17 +186,10 @@ fn try_rows(lake: &Path, table: &str, skip: &[&str]) -> Option<Vec<String>> {
 
 /// Every part table's rows, epochs included: what two lakes that are the same must share.
 pub fn table_rows(lake: &Path) -> Vec<(&'static str, Vec<String>)> {
-    [
-        "files",
-        "file_rules",
-        "matches",
-        "stats_changes",
-        "signatures",
-        "near_duplicates",
-    ]
-    .into_iter()
-    .map(|t| (t, rows(lake, t, &[])))
-    .collect()
+    exoflow::sink::commit::PART_TABLES
+        .into_iter()
+        .map(|t| (t, rows(lake, t, &[])))
+        .collect()
 }
 
 /// All three tables' rows without `epoch`.
