@@ -249,7 +249,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         progress: progress.clone(),
         latency: None,
     };
-    let kernels = plan.stage.backend_description();
+    let kernels = options.device.description();
     let graph = dataflow::run(plan, receiver);
     let source_result = source_thread
         .join()

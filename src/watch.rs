@@ -114,7 +114,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         progress: progress.clone(),
         latency: Some(latency.clone()),
     };
-    let kernels = plan.stage.backend_description();
+    let kernels = config.device.description();
     // The graph runs until the watcher stops (on `stop`, or failing) and hangs up.
     let graph = dataflow::run(plan, receiver);
     stop.store(true, Ordering::Relaxed);

@@ -54,6 +54,8 @@ pub struct DeviceError(#[from] pub CudaUnavailable);
 pub enum Device {
     #[default]
     Cpu,
+    /// `--device auto` where CUDA cannot start, and why.
+    CpuInstead(String),
     Cuda(CudaBackend),
 }
 
@@ -67,7 +69,7 @@ impl Device {
                 Ok(cuda) => Device::Cuda(cuda),
                 Err(reason) => {
                     tracing::info!(%reason, "CUDA cannot start; kernels run on the CPU");
-                    return Ok(Device::Cpu);
+                    return Ok(Device::CpuInstead(reason.to_string()));
                 }
             },
         };
@@ -78,13 +80,16 @@ impl Device {
     /// A backend for a kernel stage.
     pub fn backend(&self) -> Box<dyn Backend> {
         match self {
-            Device::Cpu => Box::new(CpuBackend),
+            Device::Cpu | Device::CpuInstead(_) => Box::new(CpuBackend),
             Device::Cuda(cuda) => Box::new(cuda.clone()),
         }
     }
 
-    /// `cpu`, or `cuda (NVIDIA H200, sm_90)`.
+    /// `cpu`, `cpu (no CUDA: REASON)` or `cuda (NVIDIA H200, sm_90)`.
     pub fn description(&self) -> String {
-        self.backend().description()
+        match self {
+            Device::CpuInstead(reason) => format!("cpu (no CUDA: {reason})"),
+            _ => self.backend().description(),
+        }
     }
 }
