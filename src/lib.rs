@@ -44,6 +44,7 @@
 //!   versions, so a changed or deleted file's old contribution is retracted by differential;
 //!   so are near-duplicate clusters.
 
+pub mod api;
 pub mod batch;
 pub mod dataflow;
 pub mod epochs;

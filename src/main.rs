@@ -386,6 +386,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         commit_interval: args.run.commit_interval,
         checkpoint_rows: args.run.checkpoint_rows,
         auto_compact: args.run.auto_compact(),
+        live: None,
     };
     eprintln!("watching; Ctrl-C or SIGTERM stops, commits and prints the summary");
     match exoflow::watch::run(config, stop) {
