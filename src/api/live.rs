@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+use imbl::OrdMap;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -28,11 +29,12 @@ pub struct StatRow {
 }
 
 impl StatRow {
-    pub fn of(key: &StatKey, value: i64, rules: &RuleSet) -> StatRow {
+    /// `rule_ids` holds the id of each rule index.
+    pub fn of(key: &StatKey, value: i64, rule_ids: &[String]) -> StatRow {
         StatRow {
             dimension: key.dimension.as_str(),
             key: key.key.to_string(),
-            rule: key.rule.map(|r| rules.id(r).to_string()),
+            rule: key.rule.map(|r| rule_ids[r as usize].clone()),
             metric: key.metric.as_str(),
             value,
         }
@@ -50,8 +52,18 @@ pub struct Snapshot {
     pub committed_epoch: u64,
     /// The restored state is applied and the run's first epoch processed.
     pub ready: bool,
-    /// Sorted by (dimension, key, rule, metric), as the statistics are.
-    pub rows: Arc<Vec<StatRow>>,
+    /// The value of every statistic: a persistent map, so that publishing one costs O(1) and
+    /// applying an epoch to the next one O(changes), however many statistics there are.
+    pub values: OrdMap<StatKey, i64>,
+    /// The id of each rule index.
+    pub rule_ids: Arc<[String]>,
+}
+
+impl Snapshot {
+    /// The statistics as rows, in the order of their keys.
+    pub fn rows(&self) -> impl Iterator<Item = StatRow> + '_ {
+        (self.values.iter()).map(|(key, value)| StatRow::of(key, *value, &self.rule_ids))
+    }
 }
 
 /// The changes of one applied epoch.
@@ -95,7 +107,13 @@ impl Live {
 
     /// Publishes the statistics after an epoch's `changes` were applied. Called by one thread
     /// only (the commit coordinator); never waits for a reader.
-    pub fn publish(&self, epoch: u64, rows: Vec<StatRow>, changes: Vec<StatRow>) {
+    pub fn publish(
+        &self,
+        epoch: u64,
+        values: OrdMap<StatKey, i64>,
+        rule_ids: Arc<[String]>,
+        changes: Vec<StatRow>,
+    ) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let previous = self.snapshot.load();
         self.snapshot.store(Arc::new(Snapshot {
@@ -103,7 +121,8 @@ impl Live {
             epoch: epoch.max(previous.epoch),
             committed_epoch: previous.committed_epoch,
             ready: previous.ready,
-            rows: Arc::new(rows),
+            values,
+            rule_ids,
         }));
         if !changes.is_empty() {
             // An error only means that no client listens.
@@ -136,13 +155,56 @@ impl Live {
     }
 }
 
+/// The commit coordinator's side of a [`Live`]: the statistics as last published, which each
+/// applied epoch updates in O(changes).
+pub struct LivePublisher {
+    live: Arc<Live>,
+    values: OrdMap<StatKey, i64>,
+    rule_ids: Arc<[String]>,
+}
+
+impl LivePublisher {
+    pub fn new(live: Arc<Live>, rules: &RuleSet) -> LivePublisher {
+        let ids: Vec<String> = (0..rules.len() as u32)
+            .map(|r| rules.id(r).to_string())
+            .collect();
+        LivePublisher {
+            live,
+            values: OrdMap::new(),
+            rule_ids: Arc::from(ids),
+        }
+    }
+
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
+    /// Publishes the statistics after an epoch's consolidated `changes` were applied.
+    pub fn publish_epoch(&mut self, epoch: u64, changes: Vec<(StatKey, i64)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut rows = Vec::with_capacity(changes.len());
+        for (key, diff) in changes {
+            rows.push(StatRow::of(&key, diff, &self.rule_ids));
+            let value = self.values.get(&key).copied().unwrap_or(0) + diff;
+            if value == 0 {
+                self.values.remove(&key);
+            } else {
+                self.values.insert(key, value);
+            }
+        }
+        (self.live).publish(epoch, self.values.clone(), self.rule_ids.clone(), rows);
+    }
+}
+
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let snapshot = self.snapshot();
         f.debug_struct("Live")
             .field("epoch", &snapshot.epoch)
             .field("committed_epoch", &snapshot.committed_epoch)
-            .field("rows", &snapshot.rows.len())
+            .field("statistics", &snapshot.values.len())
             .finish_non_exhaustive()
     }
 }
@@ -156,31 +218,36 @@ impl Default for Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataflow::stats::{Dimension, Metric};
 
-    fn row(key: &str, value: i64) -> StatRow {
-        StatRow {
-            dimension: "total",
-            key: key.into(),
-            rule: None,
-            metric: "files",
-            value,
-        }
+    fn key() -> StatKey {
+        StatKey::new(Dimension::Total, "", None, Metric::Files)
+    }
+
+    fn row(value: i64) -> StatRow {
+        StatRow::of(&key(), value, &[])
+    }
+
+    fn values(value: i64) -> OrdMap<StatKey, i64> {
+        OrdMap::unit(key(), value)
     }
 
     #[test]
     fn api_live_snapshot_then_diffs_miss_nothing() {
         let live = Live::new(4);
-        live.publish(1, vec![row("", 1)], vec![row("", 1)]);
+        let ids: Arc<[String]> = Arc::from(Vec::new());
+        live.publish(1, values(1), ids.clone(), vec![row(1)]);
         let mut diffs = live.subscribe();
         let snapshot = live.snapshot();
-        live.publish(2, vec![row("", 3)], vec![row("", 2)]);
+        live.publish(2, values(3), ids, vec![row(2)]);
         live.advance(3, 2, true);
         let diff = diffs.try_recv().unwrap();
         assert!(diff.seq > snapshot.seq);
-        assert_eq!(snapshot.rows[0].value + diff.rows[0].value, 3);
+        let first: Vec<StatRow> = snapshot.rows().collect();
+        assert_eq!(first[0].value + diff.rows[0].value, 3);
         let now = live.snapshot();
         assert_eq!((now.epoch, now.committed_epoch, now.ready), (3, 2, true));
-        assert_eq!(now.rows[0].value, 3);
+        assert_eq!(now.rows().next().unwrap(), row(3));
     }
 
     #[test]
@@ -188,7 +255,7 @@ mod tests {
         let live = Live::new(2);
         let mut diffs = live.subscribe();
         for epoch in 1..=5 {
-            live.publish(epoch, vec![], vec![row("", 1)]);
+            live.publish(epoch, OrdMap::new(), Arc::from(Vec::new()), vec![row(1)]);
         }
         assert!(matches!(
             diffs.try_recv(),

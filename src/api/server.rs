@@ -255,30 +255,37 @@ impl StatsFilter {
     }
 
     fn matches(&self, row: &StatRow) -> bool {
-        self.dimension.as_deref().is_none_or(|d| d == row.dimension)
-            && self.key.as_deref().is_none_or(|k| k == row.key)
-            && self
-                .rule
-                .as_deref()
-                .is_none_or(|r| Some(r) == row.rule.as_deref())
-            && self.metric.as_deref().is_none_or(|m| m == row.metric)
+        self.selects(row.dimension, &row.key, row.rule.as_deref(), row.metric)
+    }
+
+    fn selects(&self, dimension: &str, key: &str, rule: Option<&str>, metric: &str) -> bool {
+        self.dimension.as_deref().is_none_or(|d| d == dimension)
+            && self.key.as_deref().is_none_or(|k| k == key)
+            && self.rule.as_deref().is_none_or(|r| Some(r) == rule)
+            && self.metric.as_deref().is_none_or(|m| m == metric)
     }
 }
 
 /// The statistics as of an epoch: the body of `/api/v1/stats` and of a stream's `snapshot`.
 #[derive(Serialize)]
-struct StatsBody<'a> {
+struct StatsBody {
     epoch: u64,
     committed_epoch: u64,
-    rows: Vec<&'a StatRow>,
+    rows: Vec<StatRow>,
 }
 
-impl<'a> StatsBody<'a> {
-    fn of(snapshot: &'a Snapshot, filter: &StatsFilter) -> StatsBody<'a> {
+impl StatsBody {
+    fn of(snapshot: &Snapshot, filter: &StatsFilter) -> StatsBody {
         StatsBody {
             epoch: snapshot.epoch,
             committed_epoch: snapshot.committed_epoch,
-            rows: snapshot.rows.iter().filter(|r| filter.matches(r)).collect(),
+            rows: (snapshot.values.iter())
+                .filter(|(key, _)| {
+                    let rule = key.rule.map(|r| snapshot.rule_ids[r as usize].as_str());
+                    filter.selects(key.dimension.as_str(), &key.key, rule, key.metric.as_str())
+                })
+                .map(|(key, value)| StatRow::of(key, *value, &snapshot.rule_ids))
+                .collect(),
         }
     }
 }
@@ -404,8 +411,9 @@ mod tests {
                 value: 1,
             })
             .collect();
+        let ids: Arc<[String]> = Arc::from(vec!["todo".to_string()]);
         for epoch in 1..=20_000 {
-            live.publish(epoch, Vec::new(), rows.clone());
+            live.publish(epoch, Default::default(), ids.clone(), rows.clone());
         }
         let lines = std::io::BufReader::new(response.into_body().into_reader()).lines();
         let events: Vec<String> = lines

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::near_dup::Membership;
 use super::stats::StatKey;
-use crate::api::live::{Live, StatRow};
+use crate::api::live::{Live, LivePublisher};
 use crate::epochs::EpochClock;
 use crate::pipeline::RuleSet;
 use crate::sink::SinkError;
@@ -81,7 +81,7 @@ pub struct Committer {
     /// checkpoint reads the parts that a compaction swaps.
     compaction: Option<JoinHandle<Result<Vec<TableCompaction>, CompactError>>>,
     /// Where the live statistics are published for the server, when one runs.
-    live: Option<Arc<Live>>,
+    live: Option<LivePublisher>,
     /// The first epoch of this run: the run is ready once it is processed.
     first_epoch: u64,
 }
@@ -103,7 +103,7 @@ impl Committer {
         let head = lake.head();
         let first_epoch = head.as_ref().map_or(0, |h| h.epoch) + 1;
         Committer {
-            live: live.filter(|_| coordinator),
+            live: (live.filter(|_| coordinator)).map(|live| LivePublisher::new(live, &rules)),
             first_epoch,
             coordinator,
             committed: head.as_ref().map_or(0, |h| h.epoch),
@@ -144,17 +144,8 @@ impl Committer {
         if epoch > 0 {
             self.stats.record_memberships(epoch, memberships)?;
         }
-        if let Some(live) = &self.live
-            && !applied.is_empty()
-        {
-            let rules = &self.rules;
-            let rows = (self.stats.current().iter())
-                .map(|(key, value)| StatRow::of(key, *value, rules))
-                .collect();
-            let changes = (applied.iter())
-                .map(|(key, diff)| StatRow::of(key, *diff, rules))
-                .collect();
-            live.publish(epoch, rows, changes);
+        if let Some(live) = &mut self.live {
+            live.publish_epoch(epoch, applied);
         }
         Ok(())
     }
@@ -167,7 +158,7 @@ impl Committer {
         };
         let epoch = complete.min(self.clock.last().max(self.committed));
         let ready = self.restored && complete >= self.first_epoch;
-        live.advance(epoch, self.committed, ready);
+        live.live().advance(epoch, self.committed, ready);
     }
 
     /// The restored state is in the live statistics: `stats_current.parquet` is rewritten from it
@@ -228,7 +219,7 @@ impl Committer {
         self.lake.publish(epoch)?;
         self.stats.write_current(epoch)?;
         if let Some(live) = &self.live {
-            live.advance(epoch, epoch, false);
+            live.live().advance(epoch, epoch, false);
         }
         self.join_compaction(false);
         self.maybe_start_checkpoint(epoch);
