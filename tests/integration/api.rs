@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Watching, exoflow, s, stats_current, write};
+use crate::util::{Watching, exoflow, python, s, stats_current, write};
 
 /// A free loopback port: bound, read, released for the server.
 fn free_port() -> u16 {
@@ -234,6 +234,17 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
         text.contains("# TYPE exoflow_files counter") && text.ends_with("# EOF\n"),
         "{text}"
     );
+    // A real client's parser reads it too.
+    let exposition = tmp.path().join("metrics.txt");
+    std::fs::write(&exposition, &text).unwrap();
+    let (parsed, samples) = python("tests/metrics_parse.py", &[s(&exposition)]);
+    assert!(parsed, "{samples}");
+    for name in ["exoflow_files_total{}", "exoflow_committed_epoch{}"] {
+        assert!(
+            samples.lines().any(|l| l.starts_with(name)),
+            "{name}: {samples}"
+        );
+    }
     watch.stop();
 }
 
