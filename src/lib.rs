@@ -27,6 +27,8 @@
 //!   truth for every table; [`sink::commit`] is the commit protocol and [`sink::restore`] reads the
 //!   committed state back for a restarted run; [`dataflow::commit`] commits once every worker is
 //!   through an epoch.
+//! - [`api`] is the live service: the snapshot the commit coordinator publishes per epoch and the
+//!   HTTP server that reads it.
 //!
 //! # Invariants
 //!
@@ -40,10 +42,13 @@
 //! - **Exactly once**: a commit record under `_exoflow/` covers every part file up to its epoch;
 //!   anything past it is removed when the lake is next opened, and a run continues from the
 //!   committed state, so a crash at any point loses nothing and writes nothing twice.
+//! - **The API never blocks a worker**: workers publish an immutable snapshot and a bounded diff
+//!   history; the server only reads them, and a client that falls behind is disconnected.
 //! - **Statistics are never hand-retracted**: they derive from the upsert arrangement of current
 //!   versions, so a changed or deleted file's old contribution is retracted by differential;
 //!   so are near-duplicate clusters.
 
+pub mod api;
 pub mod batch;
 pub mod dataflow;
 pub mod epochs;

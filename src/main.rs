@@ -90,6 +90,14 @@ struct WatchArgs {
     /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
     #[arg(long)]
     no_ignore: bool,
+    /// Serve the live statistics, health checks and metrics over HTTP on this address (like
+    /// 127.0.0.1:8484). A non-loopback address needs a token.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Bearer tokens the server accepts, one a line (`name:token` or a bare token); the
+    /// EXOFLOW_TOKEN environment variable adds one. /healthz and /readyz need none.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    token_file: Option<PathBuf>,
 }
 
 /// What replay and watch share: where the lake is, which rules, how many workers.
@@ -258,6 +266,14 @@ struct ReplayArgs {
     /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
     #[arg(long)]
     no_ignore: bool,
+    /// Serve the live statistics, health checks and metrics over HTTP on this address (like
+    /// 127.0.0.1:8484). A non-loopback address needs a token.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Bearer tokens the server accepts, one a line (`name:token` or a bare token); the
+    /// EXOFLOW_TOKEN environment variable adds one. /healthz and /readyz need none.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    token_file: Option<PathBuf>,
 }
 
 /// glibc's malloc hands large freed blocks back to the kernel (munmap, heap trimming) and maps
@@ -366,6 +382,14 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         Ok(device) => device,
         Err(code) => return code,
     };
+    let server = match args
+        .http
+        .map(|addr| serve(addr, args.token_file.as_deref()))
+    {
+        Some(Ok(server)) => Some(server),
+        Some(Err(code)) => return code,
+        None => None,
+    };
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
         Err(code) => return code,
@@ -386,6 +410,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         commit_interval: args.run.commit_interval,
         checkpoint_rows: args.run.checkpoint_rows,
         auto_compact: args.run.auto_compact(),
+        live: server.as_ref().map(|(_, live)| live.clone()),
     };
     eprintln!("watching; Ctrl-C or SIGTERM stops, commits and prints the summary");
     match exoflow::watch::run(config, stop) {
@@ -400,6 +425,24 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         Err(e @ exoflow::watch::WatchError::Input(_)) => fail(&anyhow::Error::new(e), 2),
         Err(e) => fail(&anyhow::Error::new(e), 1),
     }
+}
+
+/// Starts the server, or says why not: a configuration error is a usage error (exit 2).
+fn serve(
+    addr: std::net::SocketAddr,
+    token_file: Option<&std::path::Path>,
+) -> Result<(exoflow::api::server::Server, Arc<exoflow::api::live::Live>), ExitCode> {
+    let fail_api = |e: exoflow::api::ApiError| {
+        let code = if e.is_usage() { 2 } else { 1 };
+        fail(&anyhow::Error::new(e), code)
+    };
+    let env = std::env::var(exoflow::api::TOKEN_ENV).ok();
+    let tokens = exoflow::api::load_tokens(token_file, env).map_err(fail_api)?;
+    let config = exoflow::api::ServeConfig::new(addr, tokens).map_err(fail_api)?;
+    let live = Arc::new(exoflow::api::live::Live::default());
+    let server = exoflow::api::server::Server::start(config, live.clone()).map_err(fail_api)?;
+    eprintln!("serving on http://{}", server.addr());
+    Ok((server, live))
 }
 
 fn run_compact(args: CompactArgs) -> ExitCode {

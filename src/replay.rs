@@ -248,6 +248,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         stage: Arc::new(KernelStage::new(options.device.backend(), options.pipeline)),
         progress: progress.clone(),
         latency: None,
+        live: None,
     };
     let kernels = options.device.description();
     let graph = dataflow::run(plan, receiver);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::api::live::Live;
 use crate::dataflow::{self, GraphError, GraphPlan};
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
@@ -36,6 +37,8 @@ pub struct WatchRun {
     pub checkpoint_rows: u64,
     /// See [`GraphPlan::auto_compact`].
     pub auto_compact: Option<crate::sink::compact::AutoCompact>,
+    /// Where the live statistics and the run's counters are published for a server.
+    pub live: Option<Arc<Live>>,
 }
 
 /// Why watching failed.
@@ -88,7 +91,10 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         clock: clock.clone(),
         rescans: AtomicU64::new(0),
     });
-    let progress = Arc::new(Progress::default());
+    let progress = match &config.live {
+        Some(live) => live.progress.clone(),
+        None => Arc::new(Progress::default()),
+    };
     let (sender, receiver) = crossbeam_channel::bounded(dataflow::EVENT_QUEUE);
     let watcher = std::thread::spawn({
         let control = control.clone();
@@ -113,6 +119,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         stage: Arc::new(KernelStage::new(config.device.backend(), config.pipeline)),
         progress: progress.clone(),
         latency: Some(latency.clone()),
+        live: config.live.clone(),
     };
     let kernels = config.device.description();
     // The graph runs until the watcher stops (on `stop`, or failing) and hangs up.

@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::near_dup::Membership;
 use super::stats::StatKey;
+use crate::api::live::{Live, LivePublisher};
 use crate::epochs::EpochClock;
 use crate::pipeline::RuleSet;
 use crate::sink::SinkError;
@@ -79,6 +80,10 @@ pub struct Committer {
     /// A compaction running in the background. It and a checkpoint never run at once: a
     /// checkpoint reads the parts that a compaction swaps.
     compaction: Option<JoinHandle<Result<Vec<TableCompaction>, CompactError>>>,
+    /// Where the live statistics are published for the server, when one runs.
+    live: Option<LivePublisher>,
+    /// The first epoch of this run: the run is ready once it is processed.
+    first_epoch: u64,
 }
 
 impl Committer {
@@ -93,9 +98,13 @@ impl Committer {
         policy: CheckpointPolicy,
         rows_written: Arc<AtomicU64>,
         auto_compact: Option<AutoCompact>,
+        live: Option<Arc<Live>>,
     ) -> Committer {
         let head = lake.head();
+        let first_epoch = head.as_ref().map_or(0, |h| h.epoch) + 1;
         Committer {
+            live: (live.filter(|_| coordinator)).map(|live| LivePublisher::new(live, &rules)),
+            first_epoch,
             coordinator,
             committed: head.as_ref().map_or(0, |h| h.epoch),
             checkpoint: head.and_then(|h| h.checkpoint),
@@ -131,11 +140,25 @@ impl Committer {
         if epoch > self.clock.committable_through() {
             return Ok(()); // never committed: a failed snapshot's
         }
-        self.stats.apply(epoch, changes, epoch > 0)?;
+        let applied = self.stats.apply(epoch, changes, epoch > 0)?;
         if epoch > 0 {
             self.stats.record_memberships(epoch, memberships)?;
         }
+        if let Some(live) = &mut self.live {
+            live.publish_epoch(epoch, applied);
+        }
         Ok(())
+    }
+
+    /// Every epoch through `complete` is applied: the live snapshot says so, and the run is ready
+    /// once its restored state and first epoch are in.
+    pub fn processed_through(&self, complete: Option<u64>) {
+        let (Some(live), Some(complete)) = (&self.live, complete) else {
+            return;
+        };
+        let epoch = complete.min(self.clock.last().max(self.committed));
+        let ready = self.restored && complete >= self.first_epoch;
+        live.live().advance(epoch, self.committed, ready);
     }
 
     /// The restored state is in the live statistics: `stats_current.parquet` is rewritten from it
@@ -195,6 +218,9 @@ impl Committer {
         // statistics that match them.
         self.lake.publish(epoch)?;
         self.stats.write_current(epoch)?;
+        if let Some(live) = &self.live {
+            live.live().advance(epoch, epoch, false);
+        }
         self.join_compaction(false);
         self.maybe_start_checkpoint(epoch);
         self.maybe_start_compaction();

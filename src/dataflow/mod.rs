@@ -36,6 +36,7 @@ use self::near_dup::{Membership, near_duplicates};
 use self::reconcile::{Identity, KnownPath, reconcile};
 use self::stats::{DirKeys, StatKey, Tracked, all_stats};
 use self::upsert::arrange_upserts;
+use crate::api::live::Live;
 use crate::batch::Batcher;
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
@@ -97,6 +98,8 @@ pub struct GraphPlan {
     pub checkpoint_rows: u64,
     /// When the running writer compacts its tables in the background; None: never.
     pub auto_compact: Option<AutoCompact>,
+    /// Where the commit coordinator publishes the live statistics, when a server reads them.
+    pub live: Option<Arc<Live>>,
 }
 
 /// Why a run of the graph failed.
@@ -194,6 +197,7 @@ fn run_worker(
         },
         shared.rows_written.clone(),
         plan.auto_compact,
+        plan.live.clone(),
     )));
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
     let restored = shared.restored[index]
@@ -620,6 +624,9 @@ fn write_stats<'scope>(
                         None => committer.finish_run(),
                     }
                 })();
+                if coordinating(&committer) {
+                    committer.processed_through(complete);
+                }
                 if let Err(error) = result {
                     tracing::error!(error = %error, "commit failed");
                     shared.abort.store(true, Ordering::Release);

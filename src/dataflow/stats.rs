@@ -150,6 +150,16 @@ pub enum Dimension {
 }
 
 impl Dimension {
+    pub const ALL: [Dimension; 7] = [
+        Dimension::Rule,
+        Dimension::RuleLanguage,
+        Dimension::RuleDir,
+        Dimension::Language,
+        Dimension::Duplicates,
+        Dimension::NearDuplicates,
+        Dimension::Total,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Dimension::Rule => "rule",
@@ -177,6 +187,17 @@ pub enum Metric {
 }
 
 impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::Files,
+        Metric::Matches,
+        Metric::Bytes,
+        Metric::Lines,
+        Metric::Paths,
+        Metric::Skipped,
+        Metric::Clusters,
+        Metric::OverflowBuckets,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Metric::Files => "files",

@@ -52,13 +52,14 @@ impl StatsWriter {
 
     /// Applies the changes of a completed epoch (any order, repeated keys allowed) to the current
     /// values and, when `record` is set, writes them to `stats_changes`. The restored state of a
-    /// restarted run (epoch 0) is applied without being recorded again.
+    /// restarted run (epoch 0) is applied without being recorded again. Returns the consolidated
+    /// changes, sorted by key.
     pub fn apply(
         &mut self,
         epoch: u64,
         changes: impl IntoIterator<Item = (StatKey, i64)>,
         record: bool,
-    ) -> Result<(), SinkError> {
+    ) -> Result<Vec<(StatKey, i64)>, SinkError> {
         let mut consolidated: BTreeMap<StatKey, i64> = BTreeMap::new();
         for (key, diff) in changes {
             *consolidated.entry(key).or_default() += diff;
@@ -76,14 +77,16 @@ impl StatsWriter {
                 })?;
             self.changes.write(&batch, epoch, epoch)?;
         }
+        let mut applied = Vec::with_capacity(rows.len());
         for (_, key, diff) in rows {
             let value = self.current.entry(key.clone()).or_default();
             *value += diff;
             if *value == 0 {
                 self.current.remove(&key);
             }
+            applied.push((key, diff));
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Writes the near-duplicate membership changes of a completed epoch (any order, repeated

@@ -1,5 +1,6 @@
 //! The integration tests, one binary: replay into a lake and check it with independent oracles.
 
+mod api;
 mod auto_compact;
 mod compact;
 mod crash;

@@ -258,6 +258,8 @@ pub fn replay_ok(input: &Path, lake: &Path, pipeline: &Path, extra: &[&str]) -> 
 /// A running `exoflow watch`.
 pub struct Watching {
     child: Child,
+    /// Reads stderr while the watch runs, when a test reads it before the end.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Watching {
@@ -285,7 +287,33 @@ impl Watching {
         // The initial scan runs after the watches exist, so nothing done from now on is missed;
         // a short pause only keeps the first actions out of the scan itself.
         std::thread::sleep(Duration::from_millis(300));
-        Watching { child }
+        Watching {
+            child,
+            stderr: None,
+        }
+    }
+
+    /// Starts watching with `--http 127.0.0.1:0` (the system picks a free port) and extra
+    /// arguments; returns it with the server's base URL, as its stderr reports it.
+    pub fn serving(dir: &Path, lake: &Path, extra: &[&str]) -> (Watching, String) {
+        let args = [&["--http", "127.0.0.1:0"], extra].concat();
+        let mut watching = Watching::start_with(dir, lake, &args);
+        let stderr = watching.child.stderr.take().unwrap();
+        let (sender, addr) = std::sync::mpsc::channel();
+        watching.stderr = Some(std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if let Some(base) = line.strip_prefix("serving on ") {
+                    let _ = sender.send(base.to_string());
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        }));
+        let base = addr.recv_timeout(Duration::from_secs(30));
+        (watching, base.expect("the server reports its address"))
     }
 
     /// SIGKILL: no drain, no final commit.
@@ -301,10 +329,12 @@ impl Watching {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let out = self.child.wait_with_output().unwrap();
+                let read = self.stderr.take().map(|h| h.join().unwrap());
                 let text = format!(
-                    "{}{}",
+                    "{}{}{}",
                     String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&out.stderr),
+                    read.unwrap_or_default()
                 );
                 assert!(status.success(), "watch exited with {status}: {text}");
                 return text;

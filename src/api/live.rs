@@ -1,0 +1,265 @@
+//! Applied epochs on the commit coordinator -> an immutable snapshot of the live statistics and a
+//! bounded stream of per-epoch diffs, which the server reads without ever holding a worker up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use imbl::OrdMap;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::dataflow::stats::StatKey;
+use crate::pipeline::RuleSet;
+use crate::progress::Progress;
+
+/// Per-epoch diffs kept for stream clients; one that falls this far behind is disconnected.
+pub const DEFAULT_DIFF_HISTORY: usize = 1024;
+
+/// One statistic as the API shows it: a row of `stats_current`, or a change of one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatRow {
+    pub dimension: &'static str,
+    pub key: String,
+    /// The rule's id, for the rule dimensions.
+    pub rule: Option<String>,
+    pub metric: &'static str,
+    /// The value, or in a diff the change of the value.
+    pub value: i64,
+}
+
+impl StatRow {
+    /// `rule_ids` holds the id of each rule index.
+    pub fn of(key: &StatKey, value: i64, rule_ids: &[String]) -> StatRow {
+        StatRow {
+            dimension: key.dimension.as_str(),
+            key: key.key.to_string(),
+            rule: key.rule.map(|r| rule_ids[r as usize].clone()),
+            metric: key.metric.as_str(),
+            value,
+        }
+    }
+}
+
+/// The live statistics as of an epoch. Never changed once published.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Counts publications: a diff with `seq` at most this one is already in `rows`.
+    pub seq: u64,
+    /// Every epoch up to this one is in `rows`.
+    pub epoch: u64,
+    /// The lake's last commit.
+    pub committed_epoch: u64,
+    /// The restored state is applied and the run's first epoch processed.
+    pub ready: bool,
+    /// The value of every statistic: a persistent map, so that publishing one costs O(1) and
+    /// applying an epoch to the next one O(changes), however many statistics there are.
+    pub values: OrdMap<StatKey, i64>,
+    /// The id of each rule index.
+    pub rule_ids: Arc<[String]>,
+}
+
+impl Snapshot {
+    /// The statistics as rows, in the order of their keys.
+    pub fn rows(&self) -> impl Iterator<Item = StatRow> + '_ {
+        (self.values.iter()).map(|(key, value)| StatRow::of(key, *value, &self.rule_ids))
+    }
+}
+
+/// The changes of one applied epoch.
+#[derive(Debug, Clone)]
+pub struct EpochDiff {
+    pub seq: u64,
+    pub epoch: u64,
+    pub rows: Vec<StatRow>,
+}
+
+/// What the dataflow publishes and the server reads.
+pub struct Live {
+    snapshot: ArcSwap<Snapshot>,
+    diffs: broadcast::Sender<Arc<EpochDiff>>,
+    seq: AtomicU64,
+    /// Files and bytes read by this run.
+    pub progress: Arc<Progress>,
+}
+
+impl Live {
+    pub fn new(history: usize) -> Live {
+        let (diffs, _) = broadcast::channel(history.max(1));
+        Live {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            diffs,
+            seq: AtomicU64::new(0),
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Diffs published from now on. Subscribe before reading the snapshot, then skip the diffs
+    /// whose `seq` the snapshot already holds: nothing is missed or counted twice.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EpochDiff>> {
+        self.diffs.subscribe()
+    }
+
+    /// Publishes the statistics after an epoch's `changes` were applied. Called by one thread
+    /// only (the commit coordinator); never waits for a reader.
+    pub fn publish(
+        &self,
+        epoch: u64,
+        values: OrdMap<StatKey, i64>,
+        rule_ids: Arc<[String]>,
+        changes: Vec<StatRow>,
+    ) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let previous = self.snapshot.load();
+        self.snapshot.store(Arc::new(Snapshot {
+            seq,
+            epoch: epoch.max(previous.epoch),
+            committed_epoch: previous.committed_epoch,
+            ready: previous.ready,
+            values,
+            rule_ids,
+        }));
+        if !changes.is_empty() {
+            // An error only means that no client listens.
+            let _ = self.diffs.send(Arc::new(EpochDiff {
+                seq,
+                epoch,
+                rows: changes,
+            }));
+        }
+    }
+
+    /// Records progress without a change of the statistics: every epoch through `epoch` is
+    /// applied, the lake is committed at `committed`, and whether the run is ready.
+    pub fn advance(&self, epoch: u64, committed: u64, ready: bool) {
+        let previous = self.snapshot.load();
+        let epoch = epoch.max(previous.epoch).max(committed);
+        let ready = ready || previous.ready;
+        if epoch == previous.epoch
+            && committed == previous.committed_epoch
+            && ready == previous.ready
+        {
+            return;
+        }
+        self.snapshot.store(Arc::new(Snapshot {
+            epoch,
+            committed_epoch: committed,
+            ready,
+            ..Snapshot::clone(&previous)
+        }));
+    }
+}
+
+/// The commit coordinator's side of a [`Live`]: the statistics as last published, which each
+/// applied epoch updates in O(changes).
+pub struct LivePublisher {
+    live: Arc<Live>,
+    values: OrdMap<StatKey, i64>,
+    rule_ids: Arc<[String]>,
+}
+
+impl LivePublisher {
+    pub fn new(live: Arc<Live>, rules: &RuleSet) -> LivePublisher {
+        let ids: Vec<String> = (0..rules.len() as u32)
+            .map(|r| rules.id(r).to_string())
+            .collect();
+        LivePublisher {
+            live,
+            values: OrdMap::new(),
+            rule_ids: Arc::from(ids),
+        }
+    }
+
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
+    /// Publishes the statistics after an epoch's consolidated `changes` were applied.
+    pub fn publish_epoch(&mut self, epoch: u64, changes: Vec<(StatKey, i64)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut rows = Vec::with_capacity(changes.len());
+        for (key, diff) in changes {
+            rows.push(StatRow::of(&key, diff, &self.rule_ids));
+            let value = self.values.get(&key).copied().unwrap_or(0) + diff;
+            if value == 0 {
+                self.values.remove(&key);
+            } else {
+                self.values.insert(key, value);
+            }
+        }
+        (self.live).publish(epoch, self.values.clone(), self.rule_ids.clone(), rows);
+    }
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snapshot = self.snapshot();
+        f.debug_struct("Live")
+            .field("epoch", &snapshot.epoch)
+            .field("committed_epoch", &snapshot.committed_epoch)
+            .field("statistics", &snapshot.values.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live::new(DEFAULT_DIFF_HISTORY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::stats::{Dimension, Metric};
+
+    fn key() -> StatKey {
+        StatKey::new(Dimension::Total, "", None, Metric::Files)
+    }
+
+    fn row(value: i64) -> StatRow {
+        StatRow::of(&key(), value, &[])
+    }
+
+    fn values(value: i64) -> OrdMap<StatKey, i64> {
+        OrdMap::unit(key(), value)
+    }
+
+    #[test]
+    fn api_live_snapshot_then_diffs_miss_nothing() {
+        let live = Live::new(4);
+        let ids: Arc<[String]> = Arc::from(Vec::new());
+        live.publish(1, values(1), ids.clone(), vec![row(1)]);
+        let mut diffs = live.subscribe();
+        let snapshot = live.snapshot();
+        live.publish(2, values(3), ids, vec![row(2)]);
+        live.advance(3, 2, true);
+        let diff = diffs.try_recv().unwrap();
+        assert!(diff.seq > snapshot.seq);
+        let first: Vec<StatRow> = snapshot.rows().collect();
+        assert_eq!(first[0].value + diff.rows[0].value, 3);
+        let now = live.snapshot();
+        assert_eq!((now.epoch, now.committed_epoch, now.ready), (3, 2, true));
+        assert_eq!(now.rows().next().unwrap(), row(3));
+    }
+
+    #[test]
+    fn api_live_slow_subscriber_lags_instead_of_buffering() {
+        let live = Live::new(2);
+        let mut diffs = live.subscribe();
+        for epoch in 1..=5 {
+            live.publish(epoch, OrdMap::new(), Arc::from(Vec::new()), vec![row(1)]);
+        }
+        assert!(matches!(
+            diffs.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
+    }
+}

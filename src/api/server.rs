@@ -1,0 +1,447 @@
+//! HTTP requests -> answers read from the latest live snapshot, on a tokio runtime of its own
+//! threads; handlers only parse, read the snapshot and encode.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tokio::sync::{broadcast, oneshot};
+
+use super::live::{EpochDiff, Live, Snapshot, StatRow};
+use super::metrics::{self, Metrics};
+use super::{ApiError, ServeConfig, Token};
+use crate::dataflow::stats::{Dimension, Metric};
+
+/// Query strings longer than this are refused (414).
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// Threads of the server's runtime: the API is light, and the cores belong to the workers.
+pub const SERVER_THREADS: usize = 2;
+
+/// A running server; dropping it stops it.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Listens on the configured address (an error here is reported before any work starts)
+    /// and serves from `live` on threads of its own.
+    pub fn start(config: ServeConfig, live: Arc<Live>) -> Result<Server, ApiError> {
+        let addr = config.addr;
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|source| ApiError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| ApiError::Bind { addr, source })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ApiError::Bind { addr, source })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(SERVER_THREADS)
+            .thread_name("exoflow-http")
+            .enable_all()
+            .build()
+            .map_err(ApiError::Runtime)?;
+        let app = router(AppState {
+            live,
+            metrics: Arc::new(Metrics::default()),
+            tokens: Arc::new(config.tokens),
+        });
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("exoflow-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(error = %error, "cannot serve");
+                            return;
+                        }
+                    };
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(error = %error, "the server failed");
+                    }
+                });
+                // Open streams would hold a graceful shutdown for good.
+                runtime.shutdown_background();
+            })
+            .map_err(ApiError::Runtime)?;
+        tracing::info!(addr = %bound, "serving");
+        Ok(Server {
+            addr: bound,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on (with the port the system chose for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        // Streams still open end with the process; a run does not wait for its clients.
+        drop(self.thread.take());
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    tokens: Arc<Vec<Token>>,
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/stats/stream", get(stats_stream))
+        .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// An error answer: its status and a JSON body `{"error": "..."}`.
+struct ApiFailure(StatusCode, String);
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (self.0, Json(Body { error: self.1 })).into_response()
+    }
+}
+
+/// Around every route: bounds the query string, checks the bearer token (the health checks
+/// are open), and counts the answer by route and status.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let path = request.uri().path();
+    let open = path == "/healthz" || path == "/readyz";
+    let response = if request.uri().query().map_or(0, str::len) > MAX_QUERY_BYTES {
+        ApiFailure(
+            StatusCode::URI_TOO_LONG,
+            format!("the query string is longer than {MAX_QUERY_BYTES} bytes"),
+        )
+        .into_response()
+    } else if !open && !authorized(&state.tokens, request.headers()) {
+        let mut response = ApiFailure(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required".into(),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("a header"),
+        );
+        response
+    } else {
+        next.run(request).await
+    };
+    state.metrics.request(&route, response.status().as_u16());
+    response
+}
+
+/// No tokens configured, or the request's bearer token equals one of them (compared in constant
+/// time, and against every token, so that timing tells nothing of which).
+fn authorized(tokens: &[Token], headers: &HeaderMap) -> bool {
+    if tokens.is_empty() {
+        return true;
+    }
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let mut matched = subtle::Choice::from(0);
+    for token in tokens {
+        matched |= token.secret.as_slice().ct_eq(given.as_bytes());
+    }
+    matched.into()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.live.snapshot().ready {
+        "ready\n".into_response()
+    } else {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: restoring the state or processing the first epoch".into(),
+        )
+        .into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.encode(&state.live),
+    )
+        .into_response()
+}
+
+async fn unknown_route() -> ApiFailure {
+    ApiFailure(StatusCode::NOT_FOUND, "no such route".into())
+}
+
+/// The filters of `/api/v1/stats`; each absent one matches every row.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsFilter {
+    dimension: Option<String>,
+    key: Option<String>,
+    rule: Option<String>,
+    metric: Option<String>,
+}
+
+impl StatsFilter {
+    /// Refuses a dimension or metric that does not exist, naming the ones that do.
+    fn check(&self) -> Result<(), ApiFailure> {
+        let dimensions = Dimension::ALL.map(Dimension::as_str);
+        let metrics = Metric::ALL.map(Metric::as_str);
+        for (field, value, known) in [
+            ("dimension", &self.dimension, &dimensions[..]),
+            ("metric", &self.metric, &metrics[..]),
+        ] {
+            if let Some(value) = value
+                && !known.contains(&value.as_str())
+            {
+                return Err(ApiFailure(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown {field} '{value}': one of {}", known.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn matches(&self, row: &StatRow) -> bool {
+        self.selects(row.dimension, &row.key, row.rule.as_deref(), row.metric)
+    }
+
+    fn selects(&self, dimension: &str, key: &str, rule: Option<&str>, metric: &str) -> bool {
+        self.dimension.as_deref().is_none_or(|d| d == dimension)
+            && self.key.as_deref().is_none_or(|k| k == key)
+            && self.rule.as_deref().is_none_or(|r| Some(r) == rule)
+            && self.metric.as_deref().is_none_or(|m| m == metric)
+    }
+}
+
+/// The statistics as of an epoch: the body of `/api/v1/stats` and of a stream's `snapshot`.
+#[derive(Serialize)]
+struct StatsBody {
+    epoch: u64,
+    committed_epoch: u64,
+    rows: Vec<StatRow>,
+}
+
+impl StatsBody {
+    fn of(snapshot: &Snapshot, filter: &StatsFilter) -> StatsBody {
+        StatsBody {
+            epoch: snapshot.epoch,
+            committed_epoch: snapshot.committed_epoch,
+            rows: (snapshot.values.iter())
+                .filter(|(key, _)| {
+                    let rule = key.rule.map(|r| snapshot.rule_ids[r as usize].as_str());
+                    filter.selects(key.dimension.as_str(), &key.key, rule, key.metric.as_str())
+                })
+                .map(|(key, value)| StatRow::of(key, *value, &snapshot.rule_ids))
+                .collect(),
+        }
+    }
+}
+
+fn filter_of(query: Result<Query<StatsFilter>, QueryRejection>) -> Result<StatsFilter, ApiFailure> {
+    let Query(filter) = query.map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e.body_text()))?;
+    filter.check()?;
+    Ok(filter)
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    query: Result<Query<StatsFilter>, QueryRejection>,
+) -> Result<Response, ApiFailure> {
+    let filter = filter_of(query)?;
+    let snapshot = state.live.snapshot();
+    Ok(Json(StatsBody::of(&snapshot, &filter)).into_response())
+}
+
+/// A stream's place: the snapshot still to send, then the diffs after it.
+enum StreamState {
+    Snapshot(broadcast::Receiver<Arc<EpochDiff>>, Arc<Snapshot>),
+    Diffs(broadcast::Receiver<Arc<EpochDiff>>, u64),
+    Ended,
+}
+
+/// Server-Sent Events: a `snapshot` event (the filtered statistics), then a `diff` event per
+/// epoch with changes (its id the epoch, its rows the filtered changes). A client that falls
+/// behind the bounded diff history gets an `error` event and the stream ends.
+async fn stats_stream(
+    State(state): State<AppState>,
+    query: Result<Query<StatsFilter>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiFailure> {
+    let filter = Arc::new(filter_of(query)?);
+    // Subscribed before the snapshot is read, so no diff falls between them.
+    let diffs = state.live.subscribe();
+    let start = StreamState::Snapshot(diffs, state.live.snapshot());
+    let events = futures_util::stream::unfold(start, move |place| {
+        let filter = filter.clone();
+        async move {
+            match place {
+                StreamState::Snapshot(diffs, snapshot) => {
+                    let event = Event::default()
+                        .event("snapshot")
+                        .id(snapshot.epoch.to_string())
+                        .json_data(StatsBody::of(&snapshot, &filter))
+                        .expect("statistics encode as JSON");
+                    Some((Ok(event), StreamState::Diffs(diffs, snapshot.seq)))
+                }
+                StreamState::Diffs(mut diffs, seen) => loop {
+                    match diffs.recv().await {
+                        Ok(diff) if diff.seq <= seen => continue,
+                        Ok(diff) => {
+                            let rows: Vec<&StatRow> =
+                                diff.rows.iter().filter(|r| filter.matches(r)).collect();
+                            let event = Event::default()
+                                .event("diff")
+                                .id(diff.epoch.to_string())
+                                .json_data(DiffBody {
+                                    epoch: diff.epoch,
+                                    rows,
+                                })
+                                .expect("statistics encode as JSON");
+                            break Some((Ok(event), StreamState::Diffs(diffs, diff.seq)));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            let event = Event::default().event("error").data(format!(
+                                "{{\"error\":\"this client fell {missed} epochs behind the stream; reconnect for a new snapshot\"}}"
+                            ));
+                            break Some((Ok(event), StreamState::Ended));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break None,
+                    }
+                },
+                StreamState::Ended => None,
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// The body of a `diff` event: the changes of one epoch.
+#[derive(Serialize)]
+struct DiffBody<'a> {
+    epoch: u64,
+    rows: Vec<&'a StatRow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(server: &Server, path: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .get(format!("http://{}{path}", server.addr()))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    #[test]
+    fn api_a_stream_client_that_falls_behind_gets_an_error_event_and_is_disconnected() {
+        use std::io::BufRead;
+        let live = Arc::new(Live::new(4));
+        let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
+        let server = Server::start(config, live.clone()).unwrap();
+        let response = ureq::get(format!("http://{}/api/v1/stats/stream", server.addr()))
+            .call()
+            .unwrap();
+        // The client reads nothing while far more diffs are published than the history and
+        // the socket's buffers hold: the server cannot keep up, so its receiver lags.
+        let rows: Vec<StatRow> = (0..10)
+            .map(|i| StatRow {
+                dimension: "rule_dir",
+                key: format!("{i:0>100}"),
+                rule: Some("todo".into()),
+                metric: "files",
+                value: 1,
+            })
+            .collect();
+        let ids: Arc<[String]> = Arc::from(vec!["todo".to_string()]);
+        for epoch in 1..=20_000 {
+            live.publish(epoch, Default::default(), ids.clone(), rows.clone());
+        }
+        let lines = std::io::BufReader::new(response.into_body().into_reader()).lines();
+        let events: Vec<String> = lines
+            .map_while(Result::ok)
+            .filter_map(|l| l.strip_prefix("event: ").map(str::to_string))
+            .collect();
+        assert_eq!(events.first().map(String::as_str), Some("snapshot"));
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("error"),
+            "the stream ended"
+        );
+        assert!(events.len() < 20_000, "{} events", events.len());
+    }
+
+    #[test]
+    fn api_readyz_is_503_until_the_run_is_ready() {
+        let live = Arc::new(Live::default());
+        let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
+        let server = Server::start(config, live.clone()).unwrap();
+        let (status, body) = get(&server, "/readyz");
+        assert_eq!(status, 503);
+        assert!(body.contains("\"error\""), "{body}");
+        assert_eq!(get(&server, "/healthz").0, 200);
+        live.advance(1, 0, true);
+        assert_eq!(get(&server, "/readyz").0, 200);
+        let (status, body) = get(&server, "/api/v1/stats");
+        assert_eq!(status, 200);
+        assert_eq!(body, r#"{"epoch":1,"committed_epoch":0,"rows":[]}"#);
+    }
+}

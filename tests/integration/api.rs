@@ -1,0 +1,346 @@
+//! The live service through a real HTTP client against a real `exoflow watch --http`: the REST
+//! answers equal `stats_current.parquet`, the change stream sums to them, the metrics parse.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{Watching, exoflow, python, s, stats_current, write};
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
+}
+
+/// The status and body of a GET.
+fn get(base: &str, path: &str) -> (u16, String) {
+    let mut response = agent().get(format!("{base}{path}")).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// Polls `check` every 50 ms for up to 20 s; panics with the last value when it never holds.
+fn eventually<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() > Duration::from_secs(20) => {
+                panic!("{what} never held; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A watch with a server, once `/healthz` answers.
+fn serve(dir: &std::path::Path, lake: &std::path::Path, extra: &[&str]) -> (Watching, String) {
+    let (watch, base) = Watching::serving(dir, lake, extra);
+    eventually("/healthz answers", || {
+        agent()
+            .get(format!("{base}/healthz"))
+            .call()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    (watch, base)
+}
+
+/// Rows as `stats_current` prints them: `dimension key rule metric value`.
+fn printed(rows: &Value) -> Vec<String> {
+    let mut printed: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let rule = r["rule"].as_str().unwrap_or("null");
+            format!(
+                "{} {} {} {} {}",
+                r["dimension"].as_str().unwrap(),
+                r["key"].as_str().unwrap(),
+                rule,
+                r["metric"].as_str().unwrap(),
+                r["value"].as_i64().unwrap()
+            )
+        })
+        .collect();
+    printed.sort();
+    printed
+}
+
+fn stats(base: &str, query: &str) -> Value {
+    let (status, body) = get(base, &format!("/api/v1/stats{query}"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn files_total(stats: &Value) -> i64 {
+    total(stats, "files")
+}
+
+fn total(stats: &Value, metric: &str) -> i64 {
+    stats["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dimension"] == "total" && r["metric"] == metric)
+        .map_or(0, |r| r["value"].as_i64().unwrap())
+}
+
+/// A consumer of `/api/v1/stats/stream`: each event's name and parsed data, on a thread.
+fn subscribe(base: &str) -> mpsc::Receiver<(String, Option<String>, Value)> {
+    let response = ureq::Agent::config_builder()
+        .build()
+        .new_agent()
+        .get(format!("{base}/api/v1/stats/stream"))
+        .call()
+        .unwrap();
+    let (sender, events) = mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let (mut event, mut id, mut data) = (String::new(), None, String::new());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if line.is_empty() {
+                if !data.is_empty() {
+                    let value = serde_json::from_str(&data).unwrap();
+                    if sender.send((event.clone(), id.take(), value)).is_err() {
+                        return;
+                    }
+                }
+                (event, data) = (String::new(), String::new());
+            } else if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+            } else if let Some(value) = line.strip_prefix("id: ") {
+                id = Some(value.to_string());
+            } else if let Some(text) = line.strip_prefix("data: ") {
+                data.push_str(text);
+            }
+        }
+    });
+    events
+}
+
+/// Statistics summed from a stream, by (dimension, key, rule, metric).
+type Summed = BTreeMap<[String; 4], i64>;
+
+fn add(summed: &mut Summed, rows: &Value) {
+    for r in rows.as_array().unwrap() {
+        let key = ["dimension", "key", "rule", "metric"]
+            .map(|f| r[f].as_str().unwrap_or("null").to_string());
+        *summed.entry(key).or_default() += r["value"].as_i64().unwrap();
+    }
+    summed.retain(|_, v| *v != 0);
+}
+
+#[test]
+fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let (watch, base) = serve(&dir, &lake, &[]);
+    let stream = subscribe(&base);
+    let (event, _, snapshot) = stream.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(event, "snapshot");
+    let mut summed = Summed::new();
+    add(&mut summed, &snapshot["rows"]);
+
+    write(&dir, "a.rs", "fn main() { println!(\"TODO\"); }\n");
+    write(&dir, "b.py", "print('hello')\n# TODO\n");
+    eventually("two files in /api/v1/stats", || {
+        let now = stats(&base, "");
+        (files_total(&now) == 2)
+            .then_some(())
+            .ok_or(now.to_string())
+    });
+    write(&dir, "b.py", "print('bye')\n");
+    write(&dir, "c.txt", "plain\n");
+    std::fs::remove_file(dir.join("a.rs")).unwrap();
+
+    // After a commit that nothing follows, the API answers what the lake holds. Only the final
+    // tree (b.py and c.txt) has 2 files of 19 bytes, so no state on the way is taken for it.
+    let settled = eventually("/api/v1/stats equal to stats_current.parquet", || {
+        let now = stats(&base, "");
+        let rows = printed(&now["rows"]);
+        let settled = files_total(&now) == 2
+            && total(&now, "bytes") == 19
+            && now["epoch"] == now["committed_epoch"]
+            && lake.join("stats_current.parquet").exists()
+            && rows == stats_current(&lake);
+        settled.then_some(now.clone()).ok_or(now.to_string())
+    });
+    assert_eq!(get(&base, "/readyz").0, 200);
+
+    // The stream's snapshot plus its diffs end where /api/v1/stats is.
+    let want = printed(&settled["rows"]);
+    let mut last_id = 0u64;
+    eventually("the stream's sum equal to /api/v1/stats", || {
+        while let Ok((event, id, data)) = stream.try_recv() {
+            assert_eq!(event, "diff", "{data}");
+            let id: u64 = id.unwrap().parse().unwrap();
+            assert!(id > last_id, "event ids grow: {id} after {last_id}");
+            assert_eq!(data["epoch"].as_u64(), Some(id));
+            last_id = id;
+            add(&mut summed, &data["rows"]);
+        }
+        let got: Vec<String> = (summed.iter())
+            .map(|([d, k, r, m], v)| format!("{d} {k} {r} {m} {v}"))
+            .collect();
+        (got == want).then_some(()).ok_or(format!("{got:?}"))
+    });
+
+    // Filters select rows; an unknown dimension or metric is a 400 with a JSON error.
+    let totals = stats(&base, "?dimension=total&metric=files");
+    assert_eq!(totals["rows"].as_array().unwrap().len(), 1, "{totals}");
+    for query in ["?dimension=nope", "?metric=nope", "?colour=red"] {
+        let (status, body) = get(&base, &format!("/api/v1/stats{query}"));
+        assert_eq!(status, 400, "{query}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(error["error"].is_string(), "{body}");
+    }
+    let (status, body) = get(&base, "/api/v2/nothing");
+    assert_eq!(status, 404);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    let long = format!("/api/v1/stats?key={}", "k".repeat(5000));
+    assert_eq!(get(&base, &long).0, 414);
+
+    // The metrics: files and bytes read, epochs, requests by route and status.
+    let (status, text) = get(&base, "/metrics");
+    assert_eq!(status, 200);
+    let sample = |name: &str| -> f64 {
+        let line = (text.lines())
+            .find(|l| l.split([' ', '{']).next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(sample("exoflow_files_total") >= 2.0, "{text}");
+    assert!(sample("exoflow_bytes_total") > 0.0, "{text}");
+    assert!(sample("exoflow_committed_epoch") >= 1.0, "{text}");
+    assert!(sample("exoflow_epoch") >= sample("exoflow_committed_epoch"));
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("exoflow_http_requests_total{route=\"/api/v1/stats\",status=\"400\"}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE exoflow_files counter") && text.ends_with("# EOF\n"),
+        "{text}"
+    );
+    // A real client's parser reads it too.
+    let exposition = tmp.path().join("metrics.txt");
+    std::fs::write(&exposition, &text).unwrap();
+    let (parsed, samples) = python("tests/metrics_parse.py", &[s(&exposition)]);
+    assert!(parsed, "{samples}");
+    for name in ["exoflow_files_total{}", "exoflow_committed_epoch{}"] {
+        assert!(
+            samples.lines().any(|l| l.starts_with(name)),
+            "{name}: {samples}"
+        );
+    }
+    watch.stop();
+}
+
+#[test]
+fn api_readyz_turns_200_once_the_initial_scan_is_processed_even_of_an_empty_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let (watch, base) = serve(&dir, &lake, &[]);
+    eventually("/readyz is 200", || {
+        let (status, body) = get(&base, "/readyz");
+        (status == 200)
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
+    });
+    assert_eq!(get(&base, "/healthz").0, 200);
+    watch.stop();
+}
+
+#[test]
+fn api_a_restarted_watch_serves_the_restored_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir, "a.rs", "// TODO one\n");
+    write(&dir, "b.md", "# notes\n");
+    let (watch, base) = serve(&dir, &lake, &[]);
+    eventually("two files in /api/v1/stats", || {
+        let now = stats(&base, "");
+        (files_total(&now) == 2)
+            .then_some(())
+            .ok_or(now.to_string())
+    });
+    watch.stop();
+    let committed = stats_current(&lake);
+    let (watch, base) = serve(&dir, &lake, &[]);
+    let ready = eventually("the restarted watch ready", || {
+        let (status, body) = get(&base, "/readyz");
+        let now = stats(&base, "");
+        (status == 200)
+            .then_some(now)
+            .ok_or(format!("{status} {body}"))
+    });
+    assert_eq!(printed(&ready["rows"]), committed);
+    let stream = subscribe(&base);
+    let (event, _, snapshot) = stream.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(event, "snapshot");
+    assert_eq!(printed(&snapshot["rows"]), committed);
+    let rules = stats(&base, "?dimension=rule&metric=files");
+    let rows = rules["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r["dimension"] == "rule" && r["rule"].is_string()),
+        "{rules}"
+    );
+    if let Some(rule) = rows.first().and_then(|r| r["rule"].as_str()) {
+        let one = stats(&base, &format!("?dimension=rule&metric=files&rule={rule}"));
+        assert_eq!(one["rows"].as_array().unwrap().len(), 1, "{one}");
+    }
+    watch.stop();
+}
+
+#[test]
+fn api_a_non_loopback_bind_without_a_token_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    let lake = tmp.path().join("lake");
+    let out = exoflow()
+        .args(["watch", s(&dir), "--out", s(&lake), "--http", "0.0.0.0:0"])
+        .env_remove("EXOFLOW_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("without a token"), "{stderr}");
+    assert!(!lake.exists(), "nothing was done");
+}
+
+#[test]
+fn api_tokens_guard_everything_but_the_health_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "ops:right-token\n").unwrap();
+    let (watch, base) = serve(&dir, &lake, &["--token-file", s(&tokens)]);
+    let with = |token: Option<&str>| {
+        let mut request = agent().get(format!("{base}/api/v1/stats"));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        request.call().unwrap().status().as_u16()
+    };
+    assert_eq!(with(None), 401);
+    assert_eq!(with(Some("wrong-token")), 401);
+    assert_eq!(with(Some("right-token")), 200);
+    assert_eq!(get(&base, "/healthz").0, 200);
+    assert_ne!(get(&base, "/readyz").0, 401);
+    watch.stop();
+}
