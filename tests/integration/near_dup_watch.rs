@@ -145,6 +145,18 @@ fn watched_files_join_leave_and_move_between_clusters_and_a_chain_splits() {
         sorted(near_duplicate_clusters(&replayed))
     );
     assert_eq!(stats_current(&lake), stats_current(&replayed));
+    let stats = run_ok(&["stats", s(&lake)]);
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        text.contains("near-duplicates: 2 clusters of 4 files"),
+        "{text}"
+    );
+    let rows = run_ok(&["stats", s(&lake), "--dimension", "near_duplicates"]);
+    let text = String::from_utf8_lossy(&rows.stdout);
+    assert!(
+        text.contains("clusters") && text.contains("files"),
+        "{text}"
+    );
     // Restarted on the same tree, the watch restores the signatures and writes nothing new.
     let before = table_rows(&lake);
     let watch = Watching::start_with(&dir, &lake, &["--pipeline", s(&pipeline)]);
