@@ -384,7 +384,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
     };
     let server = match args
         .http
-        .map(|addr| serve(addr, args.token_file.as_deref()))
+        .map(|addr| serve(addr, args.token_file.as_deref(), &args.run.out))
     {
         Some(Ok(server)) => Some(server),
         Some(Err(code)) => return code,
@@ -431,6 +431,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
 fn serve(
     addr: std::net::SocketAddr,
     token_file: Option<&std::path::Path>,
+    lake: &std::path::Path,
 ) -> Result<(exoflow::api::server::Server, Arc<exoflow::api::live::Live>), ExitCode> {
     let fail_api = |e: exoflow::api::ApiError| {
         let code = if e.is_usage() { 2 } else { 1 };
@@ -438,7 +439,8 @@ fn serve(
     };
     let env = std::env::var(exoflow::api::TOKEN_ENV).ok();
     let tokens = exoflow::api::load_tokens(token_file, env).map_err(fail_api)?;
-    let config = exoflow::api::ServeConfig::new(addr, tokens).map_err(fail_api)?;
+    let mut config = exoflow::api::ServeConfig::new(addr, tokens).map_err(fail_api)?;
+    config.lake = Some(lake.to_path_buf());
     let live = Arc::new(exoflow::api::live::Live::default());
     let server = exoflow::api::server::Server::start(config, live.clone()).map_err(fail_api)?;
     eprintln!("serving on http://{}", server.addr());

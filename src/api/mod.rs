@@ -6,6 +6,7 @@
 //! send a diff into a bounded broadcast channel; a client that falls behind that channel is
 //! disconnected with a final `error` event.
 
+pub mod history;
 pub mod live;
 pub mod metrics;
 pub mod server;
@@ -38,6 +39,9 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// Empty: no authentication, which only a loopback address allows.
     pub tokens: Vec<Token>,
+    /// The lake the run writes: resumed streams read the epochs the live history no longer
+    /// holds from its committed `stats_changes`.
+    pub lake: Option<PathBuf>,
 }
 
 /// Why the server cannot start.
@@ -72,7 +76,11 @@ impl ServeConfig {
         if tokens.is_empty() && !addr.ip().is_loopback() {
             return Err(ApiError::OpenBind(addr));
         }
-        Ok(ServeConfig { addr, tokens })
+        Ok(ServeConfig {
+            addr,
+            tokens,
+            lake: None,
+        })
     }
 }
 

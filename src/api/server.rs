@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, oneshot};
@@ -59,6 +59,7 @@ impl Server {
             live,
             metrics: Arc::new(Metrics::default()),
             tokens: Arc::new(config.tokens),
+            lake: config.lake.map(Arc::new),
         });
         let (shutdown, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -114,6 +115,7 @@ struct AppState {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     tokens: Arc<Vec<Token>>,
+    lake: Option<Arc<std::path::PathBuf>>,
 }
 
 fn router(state: AppState) -> Router {
@@ -305,25 +307,131 @@ async fn stats(
     Ok(Json(StatsBody::of(&snapshot, &filter)).into_response())
 }
 
-/// A stream's place: the snapshot still to send, then the diffs after it.
+/// A stream's place: the snapshot still to send (none when resuming), then the diffs after it.
 enum StreamState {
     Snapshot(broadcast::Receiver<Arc<EpochDiff>>, Arc<Snapshot>),
     Diffs(broadcast::Receiver<Arc<EpochDiff>>, u64),
     Ended,
 }
 
+/// The filters of `/api/v1/stats/stream`: those of `/api/v1/stats` and where to resume.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    dimension: Option<String>,
+    key: Option<String>,
+    rule: Option<String>,
+    metric: Option<String>,
+    since: Option<String>,
+}
+
+/// The epoch a stream resumes after: `?since=` or else `Last-Event-ID`; a number at most the
+/// current epoch.
+fn resume_point(
+    since: Option<&str>,
+    headers: &HeaderMap,
+    current: u64,
+) -> Result<Option<u64>, ApiFailure> {
+    let given = match since {
+        Some(since) => since.to_string(),
+        None => match headers.get("last-event-id") {
+            Some(value) => value
+                .to_str()
+                .map_err(|_| {
+                    ApiFailure(
+                        StatusCode::BAD_REQUEST,
+                        "Last-Event-ID is not an epoch".into(),
+                    )
+                })?
+                .trim()
+                .to_string(),
+            None => return Ok(None),
+        },
+    };
+    let epoch: u64 = given.parse().map_err(|_| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("'{given}' is not an epoch: a number is expected"),
+        )
+    })?;
+    if epoch > current {
+        return Err(ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("epoch {epoch} is after the current epoch {current}"),
+        ));
+    }
+    Ok(Some(epoch))
+}
+
+fn diff_event(epoch: u64, rows: &[StatRow], filter: &StatsFilter) -> Event {
+    let rows: Vec<&StatRow> = rows.iter().filter(|r| filter.matches(r)).collect();
+    Event::default()
+        .event("diff")
+        .id(epoch.to_string())
+        .json_data(DiffBody { epoch, rows })
+        .expect("statistics encode as JSON")
+}
+
 /// Server-Sent Events: a `snapshot` event (the filtered statistics), then a `diff` event per
-/// epoch with changes (its id the epoch, its rows the filtered changes). A client that falls
-/// behind the bounded diff history gets an `error` event and the stream ends.
+/// epoch with changes (its id the epoch, its rows the filtered changes). With `?since=EPOCH` or
+/// `Last-Event-ID: EPOCH` there is no snapshot: first the diffs of the epochs after that one
+/// (from the live history, or the lake's `stats_changes` for those it no longer holds), then
+/// the live ones. A client that falls behind the bounded diff history gets an `error` event and
+/// the stream ends.
 async fn stats_stream(
     State(state): State<AppState>,
-    query: Result<Query<StatsFilter>, QueryRejection>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiFailure> {
-    let filter = Arc::new(filter_of(query)?);
+    let Query(query) = query.map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let filter = StatsFilter {
+        dimension: query.dimension,
+        key: query.key,
+        rule: query.rule,
+        metric: query.metric,
+    };
+    filter.check()?;
+    let filter = Arc::new(filter);
     // Subscribed before the snapshot is read, so no diff falls between them.
     let diffs = state.live.subscribe();
-    let start = StreamState::Snapshot(diffs, state.live.snapshot());
-    let events = futures_util::stream::unfold(start, move |place| {
+    let snapshot = state.live.snapshot();
+    let since = resume_point(query.since.as_deref(), &headers, snapshot.epoch)?;
+    let mut prefix = Vec::new();
+    let start = match since {
+        None => StreamState::Snapshot(diffs, snapshot),
+        Some(since) => {
+            let floor = snapshot.history_floor();
+            if since < floor {
+                let Some(lake) = state.lake.clone() else {
+                    return Err(ApiFailure(
+                        StatusCode::GONE,
+                        format!("epoch {since} is older than the history this server keeps"),
+                    ));
+                };
+                let read = tokio::task::spawn_blocking(move || {
+                    super::history::committed_diffs(&lake, since, floor)
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|read| read);
+                let committed = read.map_err(|e| {
+                    tracing::error!(error = %e, "cannot read the committed changes");
+                    ApiFailure(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot read the committed changes of the lake".into(),
+                    )
+                })?;
+                for (epoch, rows) in committed {
+                    prefix.push(Ok(diff_event(epoch, &rows, &filter)));
+                }
+            }
+            for diff in snapshot.recent.iter().filter(|d| d.epoch > since) {
+                prefix.push(Ok(diff_event(diff.epoch, &diff.rows, &filter)));
+            }
+            StreamState::Diffs(diffs, snapshot.seq)
+        }
+    };
+    let live = futures_util::stream::unfold(start, move |place| {
         let filter = filter.clone();
         async move {
             match place {
@@ -339,16 +447,7 @@ async fn stats_stream(
                     match diffs.recv().await {
                         Ok(diff) if diff.seq <= seen => continue,
                         Ok(diff) => {
-                            let rows: Vec<&StatRow> =
-                                diff.rows.iter().filter(|r| filter.matches(r)).collect();
-                            let event = Event::default()
-                                .event("diff")
-                                .id(diff.epoch.to_string())
-                                .json_data(DiffBody {
-                                    epoch: diff.epoch,
-                                    rows,
-                                })
-                                .expect("statistics encode as JSON");
+                            let event = diff_event(diff.epoch, &diff.rows, &filter);
                             break Some((Ok(event), StreamState::Diffs(diffs, diff.seq)));
                         }
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -364,6 +463,7 @@ async fn stats_stream(
             }
         }
     });
+    let events = futures_util::stream::iter(prefix).chain(live);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 

@@ -95,12 +95,24 @@ fn total(stats: &Value, metric: &str) -> i64 {
 
 /// A consumer of `/api/v1/stats/stream`: each event's name and parsed data, on a thread.
 fn subscribe(base: &str) -> mpsc::Receiver<(String, Option<String>, Value)> {
-    let response = ureq::Agent::config_builder()
+    subscribe_to(base, "/api/v1/stats/stream", None)
+}
+
+/// A consumer of `path`, sending `Last-Event-ID` when given one.
+fn subscribe_to(
+    base: &str,
+    path: &str,
+    last_event_id: Option<u64>,
+) -> mpsc::Receiver<(String, Option<String>, Value)> {
+    let mut request = ureq::Agent::config_builder()
         .build()
         .new_agent()
-        .get(format!("{base}/api/v1/stats/stream"))
-        .call()
-        .unwrap();
+        .get(format!("{base}{path}"));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.call().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
     let (sender, events) = mpsc::channel();
     std::thread::spawn(move || {
         let reader = std::io::BufReader::new(response.into_body().into_reader());
@@ -342,5 +354,91 @@ fn api_tokens_guard_everything_but_the_health_checks() {
     assert_eq!(with(Some("right-token")), 200);
     assert_eq!(get(&base, "/healthz").0, 200);
     assert_ne!(get(&base, "/readyz").0, 401);
+    watch.stop();
+}
+
+/// Reads diff events into `summed` until it equals `/api/v1/stats` with `files` files; returns
+/// the last event id seen (or `last`).
+fn sum_until_settled(
+    base: &str,
+    stream: &mpsc::Receiver<(String, Option<String>, Value)>,
+    summed: &mut Summed,
+    files: i64,
+    mut last: u64,
+) -> u64 {
+    eventually("the stream's sum equal to /api/v1/stats", || {
+        while let Ok((event, id, data)) = stream.try_recv() {
+            assert_eq!(event, "diff", "{data}");
+            let id: u64 = id.unwrap().parse().unwrap();
+            assert!(id > last, "event ids grow: {id} after {last}");
+            last = id;
+            add(summed, &data["rows"]);
+        }
+        let now = stats(base, "");
+        let got: Vec<String> = (summed.iter())
+            .map(|([d, k, r, m], v)| format!("{d} {k} {r} {m} {v}"))
+            .collect();
+        (files_total(&now) == files && got == printed(&now["rows"]))
+            .then_some(())
+            .ok_or(format!("{got:?} against {now}"))
+    });
+    last
+}
+
+#[test]
+fn api_a_resumed_stream_misses_nothing_and_counts_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let (watch, base) = serve(&dir, &lake, &[]);
+    let stream = subscribe(&base);
+    let (event, id, snapshot) = stream.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(event, "snapshot");
+    let mut summed = Summed::new();
+    add(&mut summed, &snapshot["rows"]);
+    write(&dir, "a.rs", "// TODO one\n");
+    let first = id.unwrap().parse().unwrap();
+    let first = sum_until_settled(&base, &stream, &mut summed, 1, first);
+    drop(stream);
+    let (at_first, summed_at_first) = (first, summed.clone());
+
+    // Changes while no client listens; the resumed stream starts with them, without a snapshot.
+    write(&dir, "b.py", "# TODO two\nprint(2)\n");
+    write(&dir, "a.rs", "// TODO one, changed\n");
+    eventually("two files in /api/v1/stats", || {
+        let now = stats(&base, "");
+        (files_total(&now) == 2)
+            .then_some(())
+            .ok_or(now.to_string())
+    });
+    let resumed = subscribe_to(&base, "/api/v1/stats/stream", Some(first));
+    let last = sum_until_settled(&base, &resumed, &mut summed, 2, first);
+    write(&dir, "c.txt", "plain\n");
+    sum_until_settled(&base, &resumed, &mut summed, 3, last);
+    drop(resumed);
+
+    // Not a number, or an epoch still to come: 400.
+    for query in ["?since=abc", "?since=-1", "?since=99999999"] {
+        let (status, body) = get(&base, &format!("/api/v1/stats/stream{query}"));
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    watch.stop();
+
+    // A restarted watch holds no history of the epochs before it: they come from the lake.
+    std::fs::remove_file(dir.join("c.txt")).unwrap();
+    let (watch, base) = serve(&dir, &lake, &[]);
+    eventually("the restarted watch ready", || {
+        let (status, body) = get(&base, "/readyz");
+        (status == 200)
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
+    });
+    let from_lake = subscribe_to(
+        &base,
+        &format!("/api/v1/stats/stream?since={at_first}"),
+        None,
+    );
+    let mut summed = summed_at_first;
+    sum_until_settled(&base, &from_lake, &mut summed, 2, at_first);
     watch.stop();
 }
