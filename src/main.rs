@@ -382,10 +382,14 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         Ok(device) => device,
         Err(code) => return code,
     };
-    let server = match args
-        .http
-        .map(|addr| serve(addr, args.token_file.as_deref(), &args.run.out))
-    {
+    let server = match args.http.map(|addr| {
+        serve(
+            addr,
+            args.token_file.as_deref(),
+            &args.run.out,
+            &pipeline.rules,
+        )
+    }) {
         Some(Ok(server)) => Some(server),
         Some(Err(code)) => return code,
         None => None,
@@ -432,6 +436,7 @@ fn serve(
     addr: std::net::SocketAddr,
     token_file: Option<&std::path::Path>,
     lake: &std::path::Path,
+    rules: &exoflow::pipeline::RuleSet,
 ) -> Result<(exoflow::api::server::Server, Arc<exoflow::api::live::Live>), ExitCode> {
     let fail_api = |e: exoflow::api::ApiError| {
         let code = if e.is_usage() { 2 } else { 1 };
@@ -441,6 +446,7 @@ fn serve(
     let tokens = exoflow::api::load_tokens(token_file, env).map_err(fail_api)?;
     let mut config = exoflow::api::ServeConfig::new(addr, tokens).map_err(fail_api)?;
     config.lake = Some(lake.to_path_buf());
+    config.rules = exoflow::api::RuleInfo::of(rules);
     let live = Arc::new(exoflow::api::live::Live::default());
     let server = exoflow::api::server::Server::start(config, live.clone()).map_err(fail_api)?;
     eprintln!("serving on http://{}", server.addr());

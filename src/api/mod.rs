@@ -42,6 +42,35 @@ pub struct ServeConfig {
     /// The lake the run writes: resumed streams read the epochs the live history no longer
     /// holds from its committed `stats_changes`.
     pub lake: Option<PathBuf>,
+    /// The pipeline's rules, for `/api/v1/rules`.
+    pub rules: Vec<RuleInfo>,
+}
+
+/// One of the pipeline's rules as `/api/v1/rules` shows it; a secret rule's pattern is withheld.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleInfo {
+    pub id: String,
+    pub pattern: Option<String>,
+    pub regex: bool,
+    pub secret: bool,
+}
+
+impl RuleInfo {
+    /// The rules of a pipeline, in their order.
+    pub fn of(rules: &crate::pipeline::RuleSet) -> Vec<RuleInfo> {
+        (0..rules.len() as u32)
+            .map(|r| {
+                let (pattern, regex) = rules.pattern(r);
+                let secret = rules.is_secret(r);
+                RuleInfo {
+                    id: rules.id(r).to_string(),
+                    pattern: (!secret).then(|| pattern.to_string()),
+                    regex,
+                    secret,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Why the server cannot start.
@@ -80,6 +109,7 @@ impl ServeConfig {
             addr,
             tokens,
             lake: None,
+            rules: Vec::new(),
         })
     }
 }

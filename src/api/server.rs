@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::live::{EpochDiff, Live, Snapshot, StatRow};
 use super::metrics::{self, Metrics};
-use super::{ApiError, ServeConfig, Token};
+use super::{ApiError, RuleInfo, ServeConfig, Token};
 use crate::dataflow::stats::{Dimension, Metric};
 
 /// Query strings longer than this are refused (414).
@@ -60,6 +60,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             tokens: Arc::new(config.tokens),
             lake: config.lake.map(Arc::new),
+            rules: Arc::new(config.rules),
         });
         let (shutdown, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -116,6 +117,7 @@ struct AppState {
     metrics: Arc<Metrics>,
     tokens: Arc<Vec<Token>>,
     lake: Option<Arc<std::path::PathBuf>>,
+    rules: Arc<Vec<RuleInfo>>,
 }
 
 fn router(state: AppState) -> Router {
@@ -125,6 +127,8 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/stats/stream", get(stats_stream))
+        .route("/api/v1/epochs", get(epochs))
+        .route("/api/v1/rules", get(rules))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -305,6 +309,105 @@ async fn stats(
     let filter = filter_of(query)?;
     let snapshot = state.live.snapshot();
     Ok(Json(StatsBody::of(&snapshot, &filter)).into_response())
+}
+
+/// One committed epoch as `/api/v1/epochs` shows it.
+#[derive(Serialize)]
+struct EpochBody {
+    epoch: u64,
+    /// RFC 3339, UTC.
+    committed_at: String,
+    committed_at_ms: u64,
+    /// "epoch", "checkpoint" or "compaction".
+    action: String,
+    /// The `stats_changes` rows of the epochs this commit covers (after the previous record's
+    /// epoch); null for the oldest record kept when its predecessor is gone.
+    stats_changes_rows: Option<u64>,
+}
+
+/// The committed epochs of the lake's kept commit records, newest first.
+async fn epochs(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+    let Some(lake) = state.lake.clone() else {
+        return Ok(Json(serde_json::json!({ "epochs": [] })).into_response());
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        let records = crate::sink::commit::records(&lake);
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(Vec::new());
+        };
+        // The epoch each record commits after: its predecessor's, or 0 for the lake's first.
+        let after = |i: usize| match i {
+            0 => (records[0].sequence == 1).then_some(0),
+            _ => Some(records[i - 1].epoch),
+        };
+        let from = after(0).unwrap_or(first.epoch);
+        let diffs = super::history::committed_diffs(&lake, from, last.epoch)?;
+        let mut bodies = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let rows = after(i).map(|after| {
+                if record.epoch <= after {
+                    return 0;
+                }
+                (diffs.range(after + 1..=record.epoch))
+                    .map(|(_, rows)| rows.len() as u64)
+                    .sum()
+            });
+            let at =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.committed_at_ms);
+            bodies.push(EpochBody {
+                epoch: record.epoch,
+                committed_at: humantime::format_rfc3339_millis(at).to_string(),
+                committed_at_ms: record.committed_at_ms,
+                action: record.action.clone(),
+                stats_changes_rows: rows,
+            });
+        }
+        bodies.reverse();
+        Ok::<_, String>(bodies)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|read| read);
+    let epochs = read.map_err(|e| {
+        tracing::error!(error = %e, "cannot read the commit records");
+        ApiFailure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the lake's commit records".into(),
+        )
+    })?;
+    Ok(Json(serde_json::json!({ "epochs": epochs })).into_response())
+}
+
+/// One rule with its current counts.
+#[derive(Serialize)]
+struct RuleBody<'a> {
+    #[serde(flatten)]
+    rule: &'a RuleInfo,
+    files: i64,
+    matches: i64,
+}
+
+/// The pipeline's rules with the files and matches the live statistics count for each.
+async fn rules(State(state): State<AppState>) -> Response {
+    let snapshot = state.live.snapshot();
+    let mut counts = std::collections::HashMap::new();
+    for (key, value) in snapshot.values.iter() {
+        if let (Dimension::Rule, Some(rule)) = (key.dimension, key.rule) {
+            counts.insert(
+                (snapshot.rule_ids[rule as usize].as_str(), key.metric),
+                *value,
+            );
+        }
+    }
+    let count = |id: &str, metric: Metric| counts.get(&(id, metric)).copied().unwrap_or(0);
+    let rules: Vec<RuleBody> = (state.rules.iter())
+        .map(|rule| RuleBody {
+            rule,
+            files: count(&rule.id, Metric::Files),
+            matches: count(&rule.id, Metric::Matches),
+        })
+        .collect();
+    Json(serde_json::json!({ "epoch": snapshot.epoch, "rules": rules })).into_response()
 }
 
 /// A stream's place: the snapshot still to send (none when resuming), then the diffs after it.

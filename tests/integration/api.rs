@@ -442,3 +442,56 @@ fn api_a_resumed_stream_misses_nothing_and_counts_nothing_twice() {
     sum_until_settled(&base, &from_lake, &mut summed, 2, at_first);
     watch.stop();
 }
+
+#[test]
+fn api_epochs_list_the_kept_commits_and_rules_their_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let (watch, base) = serve(&dir, &lake, &[]);
+    write(&dir, "a.rs", "// TODO one\n// TODO two\n");
+    write(&dir, "b.py", "# TODO three\n# FIXME\n");
+    let now = eventually("two files committed", || {
+        let now = stats(&base, "");
+        (files_total(&now) == 2 && now["epoch"] == now["committed_epoch"])
+            .then_some(now.clone())
+            .ok_or(now.to_string())
+    });
+
+    let (status, body) = get(&base, "/api/v1/rules");
+    assert_eq!(status, 200, "{body}");
+    let rules: Value = serde_json::from_str(&body).unwrap();
+    let rules = rules["rules"].as_array().unwrap();
+    let rule = |id: &str| rules.iter().find(|r| r["id"] == id).unwrap().clone();
+    let todo = rule("todo");
+    assert_eq!(todo["pattern"], "TODO");
+    assert_eq!(
+        (todo["files"].as_i64(), todo["matches"].as_i64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(rule("fixme")["files"].as_i64(), Some(1));
+    let secret = rule("aws_access_key_id");
+    assert_eq!(secret["secret"], true);
+    assert!(secret["pattern"].is_null(), "{secret}");
+    assert_eq!(secret["files"].as_i64(), Some(0));
+
+    let (status, body) = get(&base, "/api/v1/epochs");
+    assert_eq!(status, 200, "{body}");
+    let epochs: Value = serde_json::from_str(&body).unwrap();
+    let epochs = epochs["epochs"].as_array().unwrap();
+    let newest = &epochs[0];
+    assert_eq!(newest["epoch"], now["committed_epoch"], "{body}");
+    assert!(
+        newest["committed_at"].as_str().unwrap().ends_with('Z'),
+        "{body}"
+    );
+    assert!(newest["committed_at_ms"].as_u64().unwrap() > 0);
+    assert!(epochs.len() <= 8, "{body}");
+    // Every change of the run is in some kept commit's rows (the lake is new, so the oldest
+    // record kept is the first one).
+    let rows: u64 = (epochs.iter())
+        .filter_map(|e| e["stats_changes_rows"].as_u64())
+        .sum();
+    assert!(rows > 0, "{body}");
+    watch.stop();
+}
