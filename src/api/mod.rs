@@ -44,6 +44,10 @@ pub struct ServeConfig {
     pub lake: Option<PathBuf>,
     /// The pipeline's rules, for `/api/v1/rules`.
     pub rules: Vec<RuleInfo>,
+    /// Where one JSON line per request is appended; None: no audit log.
+    pub audit_log: Option<PathBuf>,
+    /// The origin browsers may call the API from; None: no CORS headers.
+    pub cors: Option<String>,
 }
 
 /// One of the pipeline's rules as `/api/v1/rules` shows it; a secret rule's pattern is withheld.
@@ -82,6 +86,14 @@ pub enum ApiError {
     OpenBind(SocketAddr),
     #[error("cannot read the token file {}: {reason}", path.display())]
     TokenFile { path: PathBuf, reason: String },
+    #[error("cannot open the audit log {}", path.display())]
+    AuditLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--cors {0}: not an origin a header can carry")]
+    Cors(String),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -95,7 +107,13 @@ pub enum ApiError {
 impl ApiError {
     /// A mistake in the command line or its files rather than a failure at run time.
     pub fn is_usage(&self) -> bool {
-        matches!(self, ApiError::OpenBind(_) | ApiError::TokenFile { .. })
+        matches!(
+            self,
+            ApiError::OpenBind(_)
+                | ApiError::TokenFile { .. }
+                | ApiError::AuditLog { .. }
+                | ApiError::Cors(_)
+        )
     }
 }
 
@@ -110,6 +128,8 @@ impl ServeConfig {
             tokens,
             lake: None,
             rules: Vec::new(),
+            audit_log: None,
+            cors: None,
         })
     }
 }

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use axum::body::HttpBody;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -55,13 +56,35 @@ impl Server {
             .enable_all()
             .build()
             .map_err(ApiError::Runtime)?;
-        let app = router(AppState {
+        let audit = match &config.audit_log {
+            Some(path) => Some(Arc::new(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| ApiError::AuditLog {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ))),
+            None => None,
+        };
+        let cors = match &config.cors {
+            Some(origin) => Some(cors_layer(origin)?),
+            None => None,
+        };
+        let mut app = router(AppState {
             live,
             metrics: Arc::new(Metrics::default()),
             tokens: Arc::new(config.tokens),
             lake: config.lake.map(Arc::new),
             rules: Arc::new(config.rules),
+            audit,
         });
+        if let Some(cors) = cors {
+            // Outside the token check: a preflight carries no token.
+            app = app.layer(cors);
+        }
         let (shutdown, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("exoflow-http".into())
@@ -74,6 +97,7 @@ impl Server {
                             return;
                         }
                     };
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
                     let served = axum::serve(listener, app)
                         .with_graceful_shutdown(async {
                             let _ = stopped.await;
@@ -118,6 +142,40 @@ struct AppState {
     tokens: Arc<Vec<Token>>,
     lake: Option<Arc<std::path::PathBuf>>,
     rules: Arc<Vec<RuleInfo>>,
+    /// The audit log: one JSON line per request, appended.
+    audit: Option<Arc<std::sync::Mutex<std::fs::File>>>,
+}
+
+/// CORS for one origin: GET and POST, with the headers the API reads.
+fn cors_layer(origin: &str) -> Result<tower_http::cors::CorsLayer, ApiError> {
+    let value: header::HeaderValue = (origin.trim_end_matches('/'))
+        .parse()
+        .map_err(|_| ApiError::Cors(origin.to_string()))?;
+    Ok(tower_http::cors::CorsLayer::new()
+        .allow_origin(value)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ]))
+}
+
+/// One line of the audit log.
+#[derive(Serialize)]
+struct AuditLine<'a> {
+    /// RFC 3339, UTC.
+    time: String,
+    remote: Option<String>,
+    /// The name of the token presented, never the token; null without one.
+    token: Option<&'a str>,
+    method: &'a str,
+    /// The matched route (like `/api/v1/stats`), null when none matched.
+    route: Option<&'a str>,
+    status: u16,
+    duration_ms: f64,
+    /// The body's length; null for a stream, whose length is not known when it starts.
+    bytes: Option<u64>,
 }
 
 fn router(state: AppState) -> Router {
@@ -148,22 +206,26 @@ impl IntoResponse for ApiFailure {
 }
 
 /// Around every route: bounds the query string, checks the bearer token (the health checks
-/// are open), and counts the answer by route and status.
+/// are open), counts the answer by route and status, and writes the audit log's line.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    let started = std::time::Instant::now();
+    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let matched = (request.extensions().get::<MatchedPath>()).map(|p| p.as_str().to_string());
+    let route = matched.as_deref().unwrap_or("unmatched").to_string();
+    let remote = (request.extensions().get::<ConnectInfo<SocketAddr>>()).map(|c| c.0.to_string());
+    let method = request.method().clone();
     let path = request.uri().path();
     let open = path == "/healthz" || path == "/readyz";
+    let token = presented_token(&state.tokens, request.headers());
+    let authorized = state.tokens.is_empty() || token.is_some();
+    let token = token.map(str::to_string);
     let response = if request.uri().query().map_or(0, str::len) > MAX_QUERY_BYTES {
         ApiFailure(
             StatusCode::URI_TOO_LONG,
             format!("the query string is longer than {MAX_QUERY_BYTES} bytes"),
         )
         .into_response()
-    } else if !open && !authorized(&state.tokens, request.headers()) {
+    } else if !open && !authorized {
         let mut response = ApiFailure(
             StatusCode::UNAUTHORIZED,
             "a valid bearer token is required".into(),
@@ -178,27 +240,42 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         next.run(request).await
     };
     state.metrics.request(&route, response.status().as_u16());
+    if let Some(audit) = &state.audit {
+        let line = AuditLine {
+            time,
+            remote,
+            token: token.as_deref(),
+            method: method.as_str(),
+            route: matched.as_deref(),
+            status: response.status().as_u16(),
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+            bytes: response.body().size_hint().exact(),
+        };
+        let mut text = serde_json::to_vec(&line).expect("an audit line encodes");
+        text.push(b'\n');
+        // One short append of a whole line; a failure is logged, never the request's.
+        let written = (audit.lock()).map(|mut file| std::io::Write::write_all(&mut *file, &text));
+        if let Ok(Err(error)) = written {
+            tracing::warn!(error = %error, "cannot write the audit log");
+        }
+    }
     response
 }
 
-/// No tokens configured, or the request's bearer token equals one of them (compared in constant
-/// time, and against every token, so that timing tells nothing of which).
-fn authorized(tokens: &[Token], headers: &HeaderMap) -> bool {
-    if tokens.is_empty() {
-        return true;
-    }
-    let Some(given) = headers
+/// The name of the configured token the request presents as its bearer token, if any. Every
+/// token is compared, each in constant time, so that timing tells nothing of which matched.
+fn presented_token<'a>(tokens: &'a [Token], headers: &HeaderMap) -> Option<&'a str> {
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let mut matched = subtle::Choice::from(0);
+        .and_then(|v| v.strip_prefix("Bearer "))?;
+    let mut matched = None;
     for token in tokens {
-        matched |= token.secret.as_slice().ct_eq(given.as_bytes());
+        if bool::from(token.secret.as_slice().ct_eq(given.as_bytes())) {
+            matched = Some(token.name.as_str());
+        }
     }
-    matched.into()
+    matched
 }
 
 async fn healthz() -> &'static str {

@@ -495,3 +495,126 @@ fn api_epochs_list_the_kept_commits_and_rules_their_counts() {
     assert!(rows > 0, "{body}");
     watch.stop();
 }
+
+#[test]
+fn api_the_audit_log_has_a_line_per_request_and_cors_answers_a_preflight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "ops:right-token\n").unwrap();
+    let audit = tmp.path().join("audit.jsonl");
+    let origin = "https://ops.example.com";
+    let (watch, base) = serve(
+        &dir,
+        &lake,
+        &[
+            "--token-file",
+            s(&tokens),
+            "--audit-log",
+            s(&audit),
+            "--cors",
+            origin,
+        ],
+    );
+    let call = |path: &str, token: Option<&str>| {
+        let mut request = agent().get(format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request.call().unwrap();
+        let status = response.status().as_u16();
+        let origin = (response.headers().get("access-control-allow-origin"))
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.body_mut().read_to_string().unwrap();
+        (status, origin, body)
+    };
+    let (status, _, body) = call("/api/v1/stats?dimension=total", Some("right-token"));
+    assert_eq!(status, 200);
+    assert_eq!(call("/api/v1/stats", Some("wrong-token")).0, 401);
+    assert_eq!(call("/api/v2/nothing", Some("right-token")).0, 404);
+
+    // A preflight from the allowed origin is answered without a token; a GET from it carries
+    // the header.
+    let preflight = agent()
+        .options(format!("{base}/api/v1/stats"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .call()
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = |name: &str| {
+        (preflight.headers().get(name)).map(|v| v.to_str().unwrap().to_ascii_lowercase())
+    };
+    assert_eq!(
+        allowed("access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
+    assert!(
+        allowed("access-control-allow-headers")
+            .unwrap()
+            .contains("authorization")
+    );
+    let get_from_origin = agent()
+        .get(format!("{base}/api/v1/stats"))
+        .header("Origin", origin)
+        .header("Authorization", "Bearer right-token")
+        .call()
+        .unwrap();
+    let header = get_from_origin.headers().get("access-control-allow-origin");
+    assert_eq!(header.map(|v| v.to_str().unwrap()), Some(origin));
+
+    let lines: Vec<Value> = eventually("the audit log holds the requests", || {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        assert!(!text.contains("right-token"), "never the token: {text}");
+        let lines: Vec<Value> = (text.lines())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (lines.len() >= 5).then_some(lines).ok_or(text)
+    });
+    // The health check the test polled first, then this test's requests.
+    assert_eq!(lines[0]["route"], "/healthz", "{}", lines[0]);
+    let lines: Vec<&Value> = (lines.iter())
+        .filter(|l| l["route"] != "/healthz")
+        .collect();
+    let first = lines[0];
+    assert!(first["time"].as_str().unwrap().ends_with('Z'), "{first}");
+    assert!(
+        first["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{first}"
+    );
+    assert_eq!(first["token"], "ops");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(
+        first["route"], "/api/v1/stats",
+        "the route, not the path: {first}"
+    );
+    assert_eq!(first["status"], 200);
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(first["bytes"].as_u64(), Some(body.len() as u64), "{first}");
+    assert_eq!(
+        (lines[1]["status"].as_u64(), &lines[1]["token"]),
+        (Some(401), &Value::Null)
+    );
+    assert_eq!(
+        (lines[2]["status"].as_u64(), &lines[2]["route"]),
+        (Some(404), &Value::Null)
+    );
+    watch.stop();
+
+    // Without --cors, no CORS header.
+    let (watch, base) = serve(&dir, &lake, &[]);
+    let response = agent()
+        .get(format!("{base}/api/v1/stats"))
+        .header("Origin", origin)
+        .call()
+        .unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    watch.stop();
+}
