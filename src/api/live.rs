@@ -62,6 +62,9 @@ pub struct Snapshot {
     /// Every diff of an epoch above this one is in `recent`; None while this run published none,
     /// in which case every change through `committed_epoch` is in the lake and none after it.
     pub recent_after: Option<u64>,
+    /// Diffs were dropped from `recent` to bound it: those through `recent_after` that are not
+    /// committed yet are in neither place.
+    pub recent_trimmed: bool,
 }
 
 impl Snapshot {
@@ -136,6 +139,7 @@ impl Live {
         });
         let mut recent = previous.recent.clone();
         let mut recent_after = previous.recent_after;
+        let mut recent_trimmed = previous.recent_trimmed;
         // Epoch 0 is the restored state: its changes are the lake's, not an epoch's.
         if epoch > 0 && !diff.rows.is_empty() {
             recent_after.get_or_insert(epoch - 1);
@@ -143,6 +147,7 @@ impl Live {
             while recent.len() > self.history {
                 if let Some(old) = recent.pop_front() {
                     recent_after = Some(old.epoch);
+                    recent_trimmed = true;
                 }
             }
         }
@@ -155,6 +160,7 @@ impl Live {
             rule_ids,
             recent,
             recent_after,
+            recent_trimmed,
         }));
         if !diff.rows.is_empty() {
             // An error only means that no client listens.
@@ -276,6 +282,26 @@ mod tests {
         let now = live.snapshot();
         assert_eq!((now.epoch, now.committed_epoch, now.ready), (3, 2, true));
         assert_eq!(now.rows().next().unwrap(), row(3));
+    }
+
+    #[test]
+    fn api_live_history_keeps_the_newest_diffs_and_says_from_where() {
+        let live = Live::new(2);
+        let ids: Arc<[String]> = Arc::from(Vec::new());
+        live.advance(4, 4, true);
+        assert_eq!(live.snapshot().history_floor(), 4, "the lake holds it all");
+        // The restored state (epoch 0) is no epoch's diff.
+        live.publish(0, values(1), ids.clone(), vec![row(1)]);
+        assert!(live.snapshot().recent.is_empty());
+        live.publish(6, values(2), ids.clone(), vec![row(1)]);
+        assert_eq!(live.snapshot().history_floor(), 5);
+        live.publish(7, values(3), ids.clone(), vec![row(1)]);
+        live.publish(9, values(4), ids, vec![row(1)]);
+        let snapshot = live.snapshot();
+        let epochs: Vec<u64> = snapshot.recent.iter().map(|d| d.epoch).collect();
+        assert_eq!(epochs, [7, 9]);
+        assert_eq!(snapshot.history_floor(), 6);
+        assert!(snapshot.recent_trimmed);
     }
 
     #[test]

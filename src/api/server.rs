@@ -588,8 +588,24 @@ async fn stats_stream(
                         format!("epoch {since} is older than the history this server keeps"),
                     ));
                 };
+                if floor > snapshot.committed_epoch && snapshot.recent_trimmed {
+                    return Err(ApiFailure(
+                        StatusCode::GONE,
+                        format!(
+                            "the changes after epoch {since} are no longer kept and not yet committed; \
+                             connect without since for a snapshot"
+                        ),
+                    ));
+                }
                 let read = tokio::task::spawn_blocking(move || {
-                    super::history::committed_diffs(&lake, since, floor)
+                    // A compaction may swap parts away while they are read: read again.
+                    let mut tries = 0;
+                    loop {
+                        match super::history::committed_diffs(&lake, since, floor) {
+                            Err(_) if tries < 2 => tries += 1,
+                            read => break read,
+                        }
+                    }
                 })
                 .await
                 .map_err(|e| e.to_string())
