@@ -98,6 +98,14 @@ struct WatchArgs {
     /// EXOFLOW_TOKEN environment variable adds one. /healthz and /readyz need none.
     #[arg(long, value_name = "FILE", requires = "http")]
     token_file: Option<PathBuf>,
+    /// Append one JSON line per API request to this file: time, remote address, token name
+    /// (never the token), method, route, status, duration_ms, bytes.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    audit_log: Option<PathBuf>,
+    /// Let browsers call the API from this origin (like https://ops.example.com); CORS is off
+    /// without it.
+    #[arg(long, value_name = "ORIGIN", requires = "http")]
+    cors: Option<String>,
 }
 
 /// What replay and watch share: where the lake is, which rules, how many workers.
@@ -382,10 +390,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         Ok(device) => device,
         Err(code) => return code,
     };
-    let server = match args
-        .http
-        .map(|addr| serve(addr, args.token_file.as_deref()))
-    {
+    let server = match args.http.map(|addr| serve(addr, &args, &pipeline.rules)) {
         Some(Ok(server)) => Some(server),
         Some(Err(code)) => return code,
         None => None,
@@ -430,15 +435,20 @@ fn run_watch(args: WatchArgs) -> ExitCode {
 /// Starts the server, or says why not: a configuration error is a usage error (exit 2).
 fn serve(
     addr: std::net::SocketAddr,
-    token_file: Option<&std::path::Path>,
+    args: &WatchArgs,
+    rules: &exoflow::pipeline::RuleSet,
 ) -> Result<(exoflow::api::server::Server, Arc<exoflow::api::live::Live>), ExitCode> {
     let fail_api = |e: exoflow::api::ApiError| {
         let code = if e.is_usage() { 2 } else { 1 };
         fail(&anyhow::Error::new(e), code)
     };
     let env = std::env::var(exoflow::api::TOKEN_ENV).ok();
-    let tokens = exoflow::api::load_tokens(token_file, env).map_err(fail_api)?;
-    let config = exoflow::api::ServeConfig::new(addr, tokens).map_err(fail_api)?;
+    let tokens = exoflow::api::load_tokens(args.token_file.as_deref(), env).map_err(fail_api)?;
+    let mut config = exoflow::api::ServeConfig::new(addr, tokens).map_err(fail_api)?;
+    config.lake = Some(args.run.out.clone());
+    config.audit_log = args.audit_log.clone();
+    config.cors = args.cors.clone();
+    config.rules = exoflow::api::RuleInfo::of(rules);
     let live = Arc::new(exoflow::api::live::Live::default());
     let server = exoflow::api::server::Server::start(config, live.clone()).map_err(fail_api)?;
     eprintln!("serving on http://{}", server.addr());

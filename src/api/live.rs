@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use imbl::OrdMap;
+use imbl::{OrdMap, Vector};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -57,9 +57,23 @@ pub struct Snapshot {
     pub values: OrdMap<StatKey, i64>,
     /// The id of each rule index.
     pub rule_ids: Arc<[String]>,
+    /// The newest diffs (at most the history's length), oldest first, for streams that resume.
+    pub recent: Vector<Arc<EpochDiff>>,
+    /// Every diff of an epoch above this one is in `recent`; None while this run published none,
+    /// in which case every change through `committed_epoch` is in the lake and none after it.
+    pub recent_after: Option<u64>,
+    /// Diffs were dropped from `recent` to bound it: those through `recent_after` that are not
+    /// committed yet are in neither place.
+    pub recent_trimmed: bool,
 }
 
 impl Snapshot {
+    /// The epoch after which [`Snapshot::recent`] holds every diff; the lake holds the ones
+    /// through it.
+    pub fn history_floor(&self) -> u64 {
+        self.recent_after.unwrap_or(self.committed_epoch)
+    }
+
     /// The statistics as rows, in the order of their keys.
     pub fn rows(&self) -> impl Iterator<Item = StatRow> + '_ {
         (self.values.iter()).map(|(key, value)| StatRow::of(key, *value, &self.rule_ids))
@@ -79,6 +93,7 @@ pub struct Live {
     snapshot: ArcSwap<Snapshot>,
     diffs: broadcast::Sender<Arc<EpochDiff>>,
     seq: AtomicU64,
+    history: usize,
     /// Files and bytes read by this run.
     pub progress: Arc<Progress>,
 }
@@ -90,6 +105,7 @@ impl Live {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             diffs,
             seq: AtomicU64::new(0),
+            history: history.max(1),
             progress: Arc::new(Progress::default()),
         }
     }
@@ -116,6 +132,25 @@ impl Live {
     ) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let previous = self.snapshot.load();
+        let diff = Arc::new(EpochDiff {
+            seq,
+            epoch,
+            rows: changes,
+        });
+        let mut recent = previous.recent.clone();
+        let mut recent_after = previous.recent_after;
+        let mut recent_trimmed = previous.recent_trimmed;
+        // Epoch 0 is the restored state: its changes are the lake's, not an epoch's.
+        if epoch > 0 && !diff.rows.is_empty() {
+            recent_after.get_or_insert(epoch - 1);
+            recent.push_back(diff.clone());
+            while recent.len() > self.history {
+                if let Some(old) = recent.pop_front() {
+                    recent_after = Some(old.epoch);
+                    recent_trimmed = true;
+                }
+            }
+        }
         self.snapshot.store(Arc::new(Snapshot {
             seq,
             epoch: epoch.max(previous.epoch),
@@ -123,14 +158,13 @@ impl Live {
             ready: previous.ready,
             values,
             rule_ids,
+            recent,
+            recent_after,
+            recent_trimmed,
         }));
-        if !changes.is_empty() {
+        if !diff.rows.is_empty() {
             // An error only means that no client listens.
-            let _ = self.diffs.send(Arc::new(EpochDiff {
-                seq,
-                epoch,
-                rows: changes,
-            }));
+            let _ = self.diffs.send(diff);
         }
     }
 
@@ -248,6 +282,26 @@ mod tests {
         let now = live.snapshot();
         assert_eq!((now.epoch, now.committed_epoch, now.ready), (3, 2, true));
         assert_eq!(now.rows().next().unwrap(), row(3));
+    }
+
+    #[test]
+    fn api_live_history_keeps_the_newest_diffs_and_says_from_where() {
+        let live = Live::new(2);
+        let ids: Arc<[String]> = Arc::from(Vec::new());
+        live.advance(4, 4, true);
+        assert_eq!(live.snapshot().history_floor(), 4, "the lake holds it all");
+        // The restored state (epoch 0) is no epoch's diff.
+        live.publish(0, values(1), ids.clone(), vec![row(1)]);
+        assert!(live.snapshot().recent.is_empty());
+        live.publish(6, values(2), ids.clone(), vec![row(1)]);
+        assert_eq!(live.snapshot().history_floor(), 5);
+        live.publish(7, values(3), ids.clone(), vec![row(1)]);
+        live.publish(9, values(4), ids, vec![row(1)]);
+        let snapshot = live.snapshot();
+        let epochs: Vec<u64> = snapshot.recent.iter().map(|d| d.epoch).collect();
+        assert_eq!(epochs, [7, 9]);
+        assert_eq!(snapshot.history_floor(), 6);
+        assert!(snapshot.recent_trimmed);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! send a diff into a bounded broadcast channel; a client that falls behind that channel is
 //! disconnected with a final `error` event.
 
+pub mod history;
 pub mod live;
 pub mod metrics;
 pub mod server;
@@ -38,6 +39,42 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// Empty: no authentication, which only a loopback address allows.
     pub tokens: Vec<Token>,
+    /// The lake the run writes: resumed streams read the epochs the live history no longer
+    /// holds from its committed `stats_changes`.
+    pub lake: Option<PathBuf>,
+    /// The pipeline's rules, for `/api/v1/rules`.
+    pub rules: Vec<RuleInfo>,
+    /// Where one JSON line per request is appended; None: no audit log.
+    pub audit_log: Option<PathBuf>,
+    /// The origin browsers may call the API from; None: no CORS headers.
+    pub cors: Option<String>,
+}
+
+/// One of the pipeline's rules as `/api/v1/rules` shows it; a secret rule's pattern is withheld.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleInfo {
+    pub id: String,
+    pub pattern: Option<String>,
+    pub regex: bool,
+    pub secret: bool,
+}
+
+impl RuleInfo {
+    /// The rules of a pipeline, in their order.
+    pub fn of(rules: &crate::pipeline::RuleSet) -> Vec<RuleInfo> {
+        (0..rules.len() as u32)
+            .map(|r| {
+                let (pattern, regex) = rules.pattern(r);
+                let secret = rules.is_secret(r);
+                RuleInfo {
+                    id: rules.id(r).to_string(),
+                    pattern: (!secret).then(|| pattern.to_string()),
+                    regex,
+                    secret,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Why the server cannot start.
@@ -49,6 +86,14 @@ pub enum ApiError {
     OpenBind(SocketAddr),
     #[error("cannot read the token file {}: {reason}", path.display())]
     TokenFile { path: PathBuf, reason: String },
+    #[error("cannot open the audit log {}", path.display())]
+    AuditLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--cors {0}: not an origin a header can carry")]
+    Cors(String),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -62,7 +107,13 @@ pub enum ApiError {
 impl ApiError {
     /// A mistake in the command line or its files rather than a failure at run time.
     pub fn is_usage(&self) -> bool {
-        matches!(self, ApiError::OpenBind(_) | ApiError::TokenFile { .. })
+        matches!(
+            self,
+            ApiError::OpenBind(_)
+                | ApiError::TokenFile { .. }
+                | ApiError::AuditLog { .. }
+                | ApiError::Cors(_)
+        )
     }
 }
 
@@ -72,7 +123,14 @@ impl ServeConfig {
         if tokens.is_empty() && !addr.ip().is_loopback() {
             return Err(ApiError::OpenBind(addr));
         }
-        Ok(ServeConfig { addr, tokens })
+        Ok(ServeConfig {
+            addr,
+            tokens,
+            lake: None,
+            rules: Vec::new(),
+            audit_log: None,
+            cors: None,
+        })
     }
 }
 

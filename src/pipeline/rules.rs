@@ -31,6 +31,9 @@ pub struct RuleMatch {
 struct CompiledRule {
     id: String,
     secret: bool,
+    /// The pattern as given, and whether it is a regular expression.
+    pattern: String,
+    is_regex: bool,
     regex: meta::Regex,
     /// Bytes a match can start with; lets the scan skip anchored searches that cannot succeed.
     first_bytes: [bool; 256],
@@ -99,6 +102,8 @@ impl RuleSet {
             rules.push(CompiledRule {
                 id: spec.id.clone(),
                 secret: spec.secret,
+                pattern: spec.pattern.clone(),
+                is_regex: spec.regex,
                 regex,
                 first_bytes,
                 prefiltered,
@@ -132,6 +137,12 @@ impl RuleSet {
     /// Whether rule `index` is marked secret.
     pub fn is_secret(&self, index: u32) -> bool {
         self.inner.rules[index as usize].secret
+    }
+
+    /// The pattern of rule `index` as the pipeline gives it, and whether it is a regex.
+    pub fn pattern(&self, index: u32) -> (&str, bool) {
+        let rule = &self.inner.rules[index as usize];
+        (&rule.pattern, rule.is_regex)
     }
 
     /// Whether any rule is marked secret.

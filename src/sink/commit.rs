@@ -387,6 +387,23 @@ fn record_name(sequence: u64) -> String {
     format!("{sequence:020}.json")
 }
 
+/// The commit records the lake at `root` keeps (the newest [`KEEP_RECORDS`]), oldest first;
+/// one that cannot be read is left out.
+pub fn records(root: &Path) -> Vec<CommitRecord> {
+    let Ok(entries) = std::fs::read_dir(root.join(LOG_DIR).join(COMMITS_DIR)) else {
+        return Vec::new();
+    };
+    let mut records: Vec<CommitRecord> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|text| serde_json::from_slice::<CommitRecord>(&text).ok())
+        .filter(|r| r.format == FORMAT)
+        .collect();
+    records.sort_by_key(|r| r.sequence);
+    records
+}
+
 /// The newest readable record in `dir`. Records are written atomically, so an unreadable one is
 /// damage from outside and an error, not something to skip.
 fn newest_record(dir: &Path) -> Result<Option<CommitRecord>, LakeError> {

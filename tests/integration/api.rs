@@ -95,12 +95,24 @@ fn total(stats: &Value, metric: &str) -> i64 {
 
 /// A consumer of `/api/v1/stats/stream`: each event's name and parsed data, on a thread.
 fn subscribe(base: &str) -> mpsc::Receiver<(String, Option<String>, Value)> {
-    let response = ureq::Agent::config_builder()
+    subscribe_to(base, "/api/v1/stats/stream", None)
+}
+
+/// A consumer of `path`, sending `Last-Event-ID` when given one.
+fn subscribe_to(
+    base: &str,
+    path: &str,
+    last_event_id: Option<u64>,
+) -> mpsc::Receiver<(String, Option<String>, Value)> {
+    let mut request = ureq::Agent::config_builder()
         .build()
         .new_agent()
-        .get(format!("{base}/api/v1/stats/stream"))
-        .call()
-        .unwrap();
+        .get(format!("{base}{path}"));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.call().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
     let (sender, events) = mpsc::channel();
     std::thread::spawn(move || {
         let reader = std::io::BufReader::new(response.into_body().into_reader());
@@ -342,5 +354,267 @@ fn api_tokens_guard_everything_but_the_health_checks() {
     assert_eq!(with(Some("right-token")), 200);
     assert_eq!(get(&base, "/healthz").0, 200);
     assert_ne!(get(&base, "/readyz").0, 401);
+    watch.stop();
+}
+
+/// Reads diff events into `summed` until it equals `/api/v1/stats` with `files` files; returns
+/// the last event id seen (or `last`).
+fn sum_until_settled(
+    base: &str,
+    stream: &mpsc::Receiver<(String, Option<String>, Value)>,
+    summed: &mut Summed,
+    files: i64,
+    mut last: u64,
+) -> u64 {
+    eventually("the stream's sum equal to /api/v1/stats", || {
+        while let Ok((event, id, data)) = stream.try_recv() {
+            assert_eq!(event, "diff", "{data}");
+            let id: u64 = id.unwrap().parse().unwrap();
+            assert!(id > last, "event ids grow: {id} after {last}");
+            last = id;
+            add(summed, &data["rows"]);
+        }
+        let now = stats(base, "");
+        let got: Vec<String> = (summed.iter())
+            .map(|([d, k, r, m], v)| format!("{d} {k} {r} {m} {v}"))
+            .collect();
+        (files_total(&now) == files && got == printed(&now["rows"]))
+            .then_some(())
+            .ok_or(format!("{got:?} against {now}"))
+    });
+    last
+}
+
+#[test]
+fn api_a_resumed_stream_misses_nothing_and_counts_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let (watch, base) = serve(&dir, &lake, &[]);
+    let stream = subscribe(&base);
+    let (event, id, snapshot) = stream.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(event, "snapshot");
+    let mut summed = Summed::new();
+    add(&mut summed, &snapshot["rows"]);
+    write(&dir, "a.rs", "// TODO one\n");
+    let first = id.unwrap().parse().unwrap();
+    let first = sum_until_settled(&base, &stream, &mut summed, 1, first);
+    drop(stream);
+    let (at_first, summed_at_first) = (first, summed.clone());
+
+    // Changes while no client listens; the resumed stream starts with them, without a snapshot.
+    write(&dir, "b.py", "# TODO two\nprint(2)\n");
+    write(&dir, "a.rs", "// TODO one, changed\n");
+    eventually("two files in /api/v1/stats", || {
+        let now = stats(&base, "");
+        (files_total(&now) == 2)
+            .then_some(())
+            .ok_or(now.to_string())
+    });
+    let resumed = subscribe_to(&base, "/api/v1/stats/stream", Some(first));
+    let last = sum_until_settled(&base, &resumed, &mut summed, 2, first);
+    write(&dir, "c.txt", "plain\n");
+    sum_until_settled(&base, &resumed, &mut summed, 3, last);
+    drop(resumed);
+
+    // Not a number, or an epoch still to come: 400.
+    for query in ["?since=abc", "?since=-1", "?since=99999999"] {
+        let (status, body) = get(&base, &format!("/api/v1/stats/stream{query}"));
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    watch.stop();
+
+    // A restarted watch holds no history of the epochs before it: they come from the lake.
+    std::fs::remove_file(dir.join("c.txt")).unwrap();
+    let (watch, base) = serve(&dir, &lake, &[]);
+    eventually("the restarted watch ready", || {
+        let (status, body) = get(&base, "/readyz");
+        (status == 200)
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
+    });
+    let from_lake = subscribe_to(
+        &base,
+        &format!("/api/v1/stats/stream?since={at_first}"),
+        None,
+    );
+    let mut summed = summed_at_first;
+    sum_until_settled(&base, &from_lake, &mut summed, 2, at_first);
+    watch.stop();
+}
+
+#[test]
+fn api_epochs_list_the_kept_commits_and_rules_their_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let (watch, base) = serve(&dir, &lake, &[]);
+    write(&dir, "a.rs", "// TODO one\n// TODO two\n");
+    write(&dir, "b.py", "# TODO three\n# FIXME\n");
+    let now = eventually("two files committed", || {
+        let now = stats(&base, "");
+        (files_total(&now) == 2 && now["epoch"] == now["committed_epoch"])
+            .then_some(now.clone())
+            .ok_or(now.to_string())
+    });
+
+    let (status, body) = get(&base, "/api/v1/rules");
+    assert_eq!(status, 200, "{body}");
+    let rules: Value = serde_json::from_str(&body).unwrap();
+    let rules = rules["rules"].as_array().unwrap();
+    let rule = |id: &str| rules.iter().find(|r| r["id"] == id).unwrap().clone();
+    let todo = rule("todo");
+    assert_eq!(todo["pattern"], "TODO");
+    assert_eq!(
+        (todo["files"].as_i64(), todo["matches"].as_i64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(rule("fixme")["files"].as_i64(), Some(1));
+    let secret = rule("aws_access_key_id");
+    assert_eq!(secret["secret"], true);
+    assert!(secret["pattern"].is_null(), "{secret}");
+    assert_eq!(secret["files"].as_i64(), Some(0));
+
+    let (status, body) = get(&base, "/api/v1/epochs");
+    assert_eq!(status, 200, "{body}");
+    let epochs: Value = serde_json::from_str(&body).unwrap();
+    let epochs = epochs["epochs"].as_array().unwrap();
+    let newest = &epochs[0];
+    assert_eq!(newest["epoch"], now["committed_epoch"], "{body}");
+    assert!(
+        newest["committed_at"].as_str().unwrap().ends_with('Z'),
+        "{body}"
+    );
+    assert!(newest["committed_at_ms"].as_u64().unwrap() > 0);
+    assert!(epochs.len() <= 8, "{body}");
+    // Every change of the run is in some kept commit's rows (the lake is new, so the oldest
+    // record kept is the first one).
+    let rows: u64 = (epochs.iter())
+        .filter_map(|e| e["stats_changes_rows"].as_u64())
+        .sum();
+    assert!(rows > 0, "{body}");
+    watch.stop();
+}
+
+#[test]
+fn api_the_audit_log_has_a_line_per_request_and_cors_answers_a_preflight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "ops:right-token\n").unwrap();
+    let audit = tmp.path().join("audit.jsonl");
+    let origin = "https://ops.example.com";
+    let (watch, base) = serve(
+        &dir,
+        &lake,
+        &[
+            "--token-file",
+            s(&tokens),
+            "--audit-log",
+            s(&audit),
+            "--cors",
+            origin,
+        ],
+    );
+    let call = |path: &str, token: Option<&str>| {
+        let mut request = agent().get(format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request.call().unwrap();
+        let status = response.status().as_u16();
+        let origin = (response.headers().get("access-control-allow-origin"))
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.body_mut().read_to_string().unwrap();
+        (status, origin, body)
+    };
+    let (status, _, body) = call("/api/v1/stats?dimension=total", Some("right-token"));
+    assert_eq!(status, 200);
+    assert_eq!(call("/api/v1/stats", Some("wrong-token")).0, 401);
+    assert_eq!(call("/api/v2/nothing", Some("right-token")).0, 404);
+
+    // A preflight from the allowed origin is answered without a token; a GET from it carries
+    // the header.
+    let preflight = agent()
+        .options(format!("{base}/api/v1/stats"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .call()
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = |name: &str| {
+        (preflight.headers().get(name)).map(|v| v.to_str().unwrap().to_ascii_lowercase())
+    };
+    assert_eq!(
+        allowed("access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
+    assert!(
+        allowed("access-control-allow-headers")
+            .unwrap()
+            .contains("authorization")
+    );
+    let get_from_origin = agent()
+        .get(format!("{base}/api/v1/stats"))
+        .header("Origin", origin)
+        .header("Authorization", "Bearer right-token")
+        .call()
+        .unwrap();
+    let header = get_from_origin.headers().get("access-control-allow-origin");
+    assert_eq!(header.map(|v| v.to_str().unwrap()), Some(origin));
+
+    let lines: Vec<Value> = eventually("the audit log holds the requests", || {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        assert!(!text.contains("right-token"), "never the token: {text}");
+        let lines: Vec<Value> = (text.lines())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (lines.len() >= 5).then_some(lines).ok_or(text)
+    });
+    // The health check the test polled first, then this test's requests.
+    assert_eq!(lines[0]["route"], "/healthz", "{}", lines[0]);
+    let lines: Vec<&Value> = (lines.iter())
+        .filter(|l| l["route"] != "/healthz")
+        .collect();
+    let first = lines[0];
+    assert!(first["time"].as_str().unwrap().ends_with('Z'), "{first}");
+    assert!(
+        first["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{first}"
+    );
+    assert_eq!(first["token"], "ops");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(
+        first["route"], "/api/v1/stats",
+        "the route, not the path: {first}"
+    );
+    assert_eq!(first["status"], 200);
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(first["bytes"].as_u64(), Some(body.len() as u64), "{first}");
+    assert_eq!(
+        (lines[1]["status"].as_u64(), &lines[1]["token"]),
+        (Some(401), &Value::Null)
+    );
+    assert_eq!(
+        (lines[2]["status"].as_u64(), &lines[2]["route"]),
+        (Some(404), &Value::Null)
+    );
+    watch.stop();
+
+    // Without --cors, no CORS header.
+    let (watch, base) = serve(&dir, &lake, &[]);
+    let response = agent()
+        .get(format!("{base}/api/v1/stats"))
+        .header("Origin", origin)
+        .call()
+        .unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
     watch.stop();
 }
