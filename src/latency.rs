@@ -12,6 +12,8 @@ use hdrhistogram::Histogram;
 pub struct LatencyRecorder {
     received: Mutex<BTreeMap<u64, Vec<Instant>>>,
     histogram: Mutex<Histogram<u64>>,
+    /// Also observes each latency, in seconds, for `/metrics`.
+    observer: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// p50, p99 and max in microseconds, and the count.
@@ -45,11 +47,20 @@ impl Default for LatencyRecorder {
             histogram: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             ),
+            observer: None,
         }
     }
 }
 
 impl LatencyRecorder {
+    /// A recorder that also observes each latency in `observer`, in seconds.
+    pub fn observing(observer: prometheus_client::metrics::histogram::Histogram) -> Self {
+        LatencyRecorder {
+            observer: Some(observer),
+            ..LatencyRecorder::default()
+        }
+    }
+
     /// An event of `epoch` was received now.
     pub fn received(&self, epoch: u64) {
         let mut received = self.received.lock().expect("not poisoned");
@@ -65,8 +76,12 @@ impl LatencyRecorder {
         drop(received);
         let mut histogram = self.histogram.lock().expect("not poisoned");
         for instant in done.into_values().flatten() {
-            let us = now.saturating_duration_since(instant).as_micros() as u64;
+            let elapsed = now.saturating_duration_since(instant);
+            let us = elapsed.as_micros() as u64;
             histogram.saturating_record(us.max(1));
+            if let Some(observer) = &self.observer {
+                observer.observe(elapsed.as_secs_f64());
+            }
         }
     }
 

@@ -6,12 +6,40 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-/// Files and bytes featurized so far.
-#[derive(Debug, Default)]
+use crate::version::SkipReason;
+
+/// Files and bytes featurized so far, and the other counters of the run that `/metrics` shows.
+#[derive(Debug)]
 pub struct Progress {
     files: AtomicU64,
     bytes: AtomicU64,
+    upserts: AtomicU64,
+    deletes: AtomicU64,
+    skipped: [AtomicU64; SkipReason::ALL.len()],
+    rescans: AtomicU64,
+    /// Seconds from an event's receipt to the commit of the statistics reflecting it.
+    pub event_latency: Histogram,
+    /// Seconds each lake commit took.
+    pub commit_duration: Histogram,
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress {
+            files: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            upserts: AtomicU64::default(),
+            deletes: AtomicU64::default(),
+            skipped: Default::default(),
+            rescans: AtomicU64::default(),
+            // 1 ms to about 65 s.
+            event_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            // 1 ms to about 33 s.
+            commit_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+        }
+    }
 }
 
 impl Progress {
@@ -26,6 +54,42 @@ impl Progress {
 
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A version was written to the lake: an upsert (skipped for `skip`) or a delete.
+    pub fn written(&self, deleted: bool, skip: Option<SkipReason>) {
+        if deleted {
+            self.deletes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.upserts.fetch_add(1, Ordering::Relaxed);
+        if let Some(reason) = skip {
+            self.skipped[reason as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Upserts written to the lake.
+    pub fn upserts(&self) -> u64 {
+        self.upserts.load(Ordering::Relaxed)
+    }
+
+    /// Deletes written to the lake.
+    pub fn deletes(&self) -> u64 {
+        self.deletes.load(Ordering::Relaxed)
+    }
+
+    /// Versions written as skipped for `reason`.
+    pub fn skipped(&self, reason: SkipReason) -> u64 {
+        self.skipped[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn rescan(&self) {
+        self.rescans.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Rescans of the watched roots.
+    pub fn rescans(&self) -> u64 {
+        self.rescans.load(Ordering::Relaxed)
     }
 }
 

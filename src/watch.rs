@@ -83,18 +83,19 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
     let (lake, restored) =
         open_for_run(&config.lake, &config.pipeline).map_err(WatchError::Lake)?;
     let restored_paths = restored.versions.len();
-    let latency = Arc::new(LatencyRecorder::default());
+    let progress = match &config.live {
+        Some(live) => live.progress.clone(),
+        None => Arc::new(Progress::default()),
+    };
+    let latency = Arc::new(LatencyRecorder::observing(progress.event_latency.clone()));
     let clock = Arc::new(EpochClock::new(lake.committed() + 1, None));
     let control = Arc::new(WatchControl {
         latency: latency.clone(),
         stop: stop.clone(),
         clock: clock.clone(),
         rescans: AtomicU64::new(0),
+        progress: progress.clone(),
     });
-    let progress = match &config.live {
-        Some(live) => live.progress.clone(),
-        None => Arc::new(Progress::default()),
-    };
     let (sender, receiver) = crossbeam_channel::bounded(dataflow::EVENT_QUEUE);
     let watcher = std::thread::spawn({
         let control = control.clone();

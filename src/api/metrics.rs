@@ -1,14 +1,17 @@
 //! The run's counters and the live snapshot -> Prometheus metrics, encoded at each scrape.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use super::live::Live;
+use crate::sink::commit::{PART_TABLES, parts};
+use crate::version::SkipReason;
 
 /// The content type of the text [`Metrics::encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -21,6 +24,25 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Why a file was written as skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// What an event written to the lake did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `upsert` or `delete`.
+    pub kind: &'static str,
+}
+
+/// A table of the lake.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: &'static str,
+}
+
 /// Every metric the server exposes.
 pub struct Metrics {
     registry: Registry,
@@ -30,10 +52,16 @@ pub struct Metrics {
     committed_epoch: Gauge,
     ready: Gauge,
     requests: Family<RequestLabels, Counter>,
+    skipped: Family<ReasonLabels, Counter>,
+    events: Family<KindLabels, Counter>,
+    rescans: Counter,
+    part_files: Family<TableLabels, Gauge>,
+    lake_bytes: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Metrics {
+impl Metrics {
+    /// The metrics of the run whose counters `live` holds.
+    pub fn new(live: &Live) -> Metrics {
         let mut registry = Registry::with_prefix("exoflow");
         let files = Counter::default();
         let bytes = Counter::default();
@@ -63,8 +91,56 @@ impl Default for Metrics {
             "API requests by route and status",
             requests.clone(),
         );
+        let skipped = Family::<ReasonLabels, Counter>::default();
+        let events = Family::<KindLabels, Counter>::default();
+        let rescans = Counter::default();
+        let part_files = Family::<TableLabels, Gauge>::default();
+        let lake_bytes = Gauge::default();
+        registry.register(
+            "skipped",
+            "Files written to the lake as skipped, by reason",
+            skipped.clone(),
+        );
+        registry.register(
+            "events",
+            "Versions written to the lake by this run, by kind (upsert or delete)",
+            events.clone(),
+        );
+        registry.register(
+            "rescans",
+            "Rescans of the watched roots after a lost notification",
+            rescans.clone(),
+        );
+        registry.register_with_unit(
+            "event_to_stats_latency",
+            "Time from an event's receipt to the commit of the statistics reflecting it",
+            Unit::Seconds,
+            live.progress.event_latency.clone(),
+        );
+        registry.register_with_unit(
+            "commit_duration",
+            "Time each lake commit took",
+            Unit::Seconds,
+            live.progress.commit_duration.clone(),
+        );
+        registry.register(
+            "lake_part_files",
+            "Part files in each table of the lake",
+            part_files.clone(),
+        );
+        registry.register_with_unit(
+            "lake",
+            "Bytes of the lake's part files",
+            Unit::Bytes,
+            lake_bytes.clone(),
+        );
         Metrics {
             registry,
+            skipped,
+            events,
+            rescans,
+            part_files,
+            lake_bytes,
             files,
             bytes,
             epoch,
@@ -87,7 +163,8 @@ impl Metrics {
     }
 
     /// The metrics as of now, in the OpenMetrics text format.
-    pub fn encode(&self, live: &Live) -> String {
+    /// The part files of `lake`, when the server has one, are listed now.
+    pub fn encode(&self, live: &Live, lake: Option<&Path>) -> String {
         // The counters mirror the run's own, which only grow.
         let progress = &live.progress;
         self.files
@@ -100,6 +177,39 @@ impl Metrics {
         self.epoch.set(gauge(snapshot.epoch));
         self.committed_epoch.set(gauge(snapshot.committed_epoch));
         self.ready.set(snapshot.ready.into());
+        for reason in SkipReason::ALL {
+            let count = progress.skipped(reason);
+            (self.skipped.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }))
+            .inner()
+            .store(count, Ordering::Relaxed);
+        }
+        for (kind, count) in [
+            ("upsert", progress.upserts()),
+            ("delete", progress.deletes()),
+        ] {
+            (self.events.get_or_create(&KindLabels { kind }))
+                .inner()
+                .store(count, Ordering::Relaxed);
+        }
+        self.rescans
+            .inner()
+            .store(progress.rescans(), Ordering::Relaxed);
+        if let Some(lake) = lake {
+            let mut bytes = 0u64;
+            for table in PART_TABLES {
+                let parts = parts(lake, table);
+                // A part that a compaction removes meanwhile is not counted.
+                bytes += (parts.iter())
+                    .filter_map(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum::<u64>();
+                (self.part_files.get_or_create(&TableLabels { table }))
+                    .set(gauge(parts.len() as u64));
+            }
+            self.lake_bytes.set(gauge(bytes));
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String does not fail");
@@ -117,12 +227,21 @@ mod tests {
 
     #[test]
     fn api_metrics_names_follow_conventions() {
-        let metrics = Metrics::default();
         let live = Live::default();
+        let metrics = Metrics::new(&live);
         live.progress.add(2, 30);
+        live.progress.written(false, None);
+        live.progress.written(false, Some(SkipReason::TooLarge));
+        live.progress.written(true, None);
+        live.progress.rescan();
+        live.progress.event_latency.observe(0.002);
+        live.progress.commit_duration.observe(0.5);
         live.advance(4, 3, true);
         metrics.request("/api/v1/stats", 200);
-        let text = metrics.encode(&live);
+        let lake = tempfile::tempdir().unwrap();
+        std::fs::create_dir(lake.path().join("files")).unwrap();
+        std::fs::write(lake.path().join("files/part-w0-1-1.parquet"), [0; 7]).unwrap();
+        let text = metrics.encode(&live, Some(lake.path()));
         for line in [
             "exoflow_files_total 2",
             "exoflow_bytes_total 30",
@@ -130,6 +249,17 @@ mod tests {
             "exoflow_committed_epoch 3",
             "exoflow_ready 1",
             "exoflow_http_requests_total{route=\"/api/v1/stats\",status=\"200\"} 1",
+            "exoflow_skipped_total{reason=\"too_large\"} 1",
+            "exoflow_skipped_total{reason=\"symlink\"} 0",
+            "exoflow_events_total{kind=\"upsert\"} 2",
+            "exoflow_events_total{kind=\"delete\"} 1",
+            "exoflow_rescans_total 1",
+            "exoflow_event_to_stats_latency_seconds_count 1",
+            "exoflow_commit_duration_seconds_count 1",
+            "exoflow_commit_duration_seconds_sum 0.5",
+            "exoflow_lake_bytes 7",
+            "exoflow_lake_part_files{table=\"files\"} 1",
+            "exoflow_lake_part_files{table=\"matches\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -74,8 +74,8 @@ impl Server {
             None => None,
         };
         let mut app = router(AppState {
+            metrics: Arc::new(Metrics::new(&live)),
             live,
-            metrics: Arc::new(Metrics::default()),
             tokens: Arc::new(config.tokens),
             lake: config.lake.map(Arc::new),
             rules: Arc::new(config.rules),
@@ -297,7 +297,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.encode(&state.live),
+        (state.metrics).encode(&state.live, state.lake.as_deref().map(|p| p.as_path())),
     )
         .into_response()
 }

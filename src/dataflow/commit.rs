@@ -204,7 +204,19 @@ impl Committer {
         Ok(())
     }
 
+    /// Commits at `epoch`; the time it takes is observed in the live counters, when a server runs.
     fn commit(&mut self, epoch: u64) -> Result<(), SinkError> {
+        let started = std::time::Instant::now();
+        let result = self.commit_epoch(epoch);
+        if result.is_ok()
+            && let Some(live) = &self.live
+        {
+            (live.live().progress.commit_duration).observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    fn commit_epoch(&mut self, epoch: u64) -> Result<(), SinkError> {
         self.stats.close_part()?;
         let checkpoint = self.finished_checkpoint(false)?;
         let replay = self.replay.as_ref().map(|r| ReplayProgress {

@@ -476,6 +476,7 @@ fn write_lake<'scope>(
             } = sink;
             let mut dirs = DirKeys::new(shared.plan.dir_depth);
             let clock = shared.plan.clock.clone();
+            let progress = shared.plan.progress.clone();
             let mut restored = Some(restored);
             let mut capability = Some(capability);
             move |(input, frontier), output| {
@@ -506,10 +507,12 @@ fn write_lake<'scope>(
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                     for (id, v) in data.drain(..) {
                         session.give((id, Tracked::of(&v, &mut dirs), at));
-                        if failure.borrow().is_none()
-                            && let Err(error) = writer.push(v)
-                        {
-                            fail(error);
+                        if failure.borrow().is_none() {
+                            let (deleted, skip) = (v.deleted, v.skip_reason);
+                            match writer.push(v) {
+                                Ok(()) => progress.written(deleted, skip),
+                                Err(error) => fail(error),
+                            }
                         }
                     }
                 });

@@ -60,6 +60,8 @@ pub struct WatchControl {
     pub rescans: AtomicU64,
     /// When each epoch's events were received, for the latency histogram.
     pub latency: Arc<crate::latency::LatencyRecorder>,
+    /// The run's counters, which `/metrics` shows.
+    pub progress: Arc<crate::progress::Progress>,
 }
 
 /// What the watcher did.
@@ -639,6 +641,7 @@ impl Watching {
     fn rescan_counted(&mut self) -> Result<(), SourceError> {
         if self.rescan_due.is_none() {
             self.control.rescans.fetch_add(1, Ordering::Relaxed);
+            self.control.progress.rescan();
             self.report.rescans += 1;
         }
         self.rescan_due = Some(Instant::now() + RESCAN_SETTLE);
