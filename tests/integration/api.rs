@@ -255,6 +255,49 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
             "{name}: {samples}"
         );
     }
+    // Events by kind, skipped by reason, rescans, both histograms and the lake's part files, as
+    // the parser reads them: 4 upserts and 1 delete were written, nothing skipped, every epoch
+    // committed at least once.
+    let parsed = |name: &str| -> f64 {
+        let line = (samples.lines())
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing in\n{samples}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        parsed("exoflow_events_total{kind=\"upsert\"}") >= 4.0,
+        "{samples}"
+    );
+    assert!(
+        parsed("exoflow_events_total{kind=\"delete\"}") >= 1.0,
+        "{samples}"
+    );
+    for reason in [
+        "symlink",
+        "not_regular",
+        "too_large",
+        "vanished",
+        "unreadable",
+    ] {
+        let name = format!("exoflow_skipped_total{{reason=\"{reason}\"}}");
+        assert_eq!(parsed(&name), 0.0, "{samples}");
+    }
+    assert_eq!(parsed("exoflow_rescans_total{}"), 0.0, "{samples}");
+    for histogram in [
+        "exoflow_event_to_stats_latency_seconds",
+        "exoflow_commit_duration_seconds",
+    ] {
+        let count = parsed(&format!("{histogram}_count{{}}"));
+        assert!(count >= 1.0, "{histogram}: {samples}");
+        let sum = parsed(&format!("{histogram}_sum{{}}"));
+        assert!(sum > 0.0 && sum < 60.0 * count, "{histogram}: {samples}");
+        assert_eq!(parsed(&format!("{histogram}_bucket{{le=\"+Inf\"}}")), count);
+    }
+    assert!(
+        parsed("exoflow_lake_part_files{table=\"files\"}") >= 1.0,
+        "{samples}"
+    );
+    assert!(parsed("exoflow_lake_bytes{}") > 0.0, "{samples}");
     watch.stop();
 }
 
