@@ -173,6 +173,7 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
     });
     write(&dir, "b.py", "print('bye')\n");
     write(&dir, "c.txt", "plain\n");
+    std::os::unix::fs::symlink(dir.join("c.txt"), dir.join("link")).unwrap();
     std::fs::remove_file(dir.join("a.rs")).unwrap();
 
     // After a commit that nothing follows, the API answers what the lake holds. Only the final
@@ -256,8 +257,8 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
         );
     }
     // Events by kind, skipped by reason, rescans, both histograms and the lake's part files, as
-    // the parser reads them: 4 upserts and 1 delete were written, nothing skipped, every epoch
-    // committed at least once.
+    // the parser reads them: 5 upserts (one a skipped symlink) and 1 delete were written, every
+    // epoch committed at least once.
     let parsed = |name: &str| -> f64 {
         let line = (samples.lines())
             .find(|l| l.split(' ').next() == Some(name))
@@ -265,20 +266,19 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     assert!(
-        parsed("exoflow_events_total{kind=\"upsert\"}") >= 4.0,
+        parsed("exoflow_events_total{kind=\"upsert\"}") >= 5.0,
         "{samples}"
     );
     assert!(
         parsed("exoflow_events_total{kind=\"delete\"}") >= 1.0,
         "{samples}"
     );
-    for reason in [
-        "symlink",
-        "not_regular",
-        "too_large",
-        "vanished",
-        "unreadable",
-    ] {
+    assert_eq!(
+        parsed("exoflow_skipped_total{reason=\"symlink\"}"),
+        1.0,
+        "{samples}"
+    );
+    for reason in ["not_regular", "too_large", "vanished", "unreadable"] {
         let name = format!("exoflow_skipped_total{{reason=\"{reason}\"}}");
         assert_eq!(parsed(&name), 0.0, "{samples}");
     }
