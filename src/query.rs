@@ -381,16 +381,9 @@ mod tests {
             | Dimension::NearDuplicates
             | Dimension::Total => d.as_str(),
         };
-        for d in [
-            Dimension::Rule,
-            Dimension::RuleLanguage,
-            Dimension::RuleDir,
-            Dimension::Language,
-            Dimension::Duplicates,
-            Dimension::NearDuplicates,
-            Dimension::Total,
-        ] {
+        for d in Dimension::ALL {
             assert!(DIMENSIONS.contains(&name(d)), "{d:?}");
         }
+        assert_eq!(DIMENSIONS.len(), Dimension::ALL.len());
     }
 }
