@@ -1,14 +1,17 @@
 //! The live service: the snapshot the commit coordinator publishes ([`live`]) -> an HTTP server on
 //! its own threads ([`server`]) with health checks, the statistics as JSON and as a change stream,
-//! and Prometheus metrics ([`metrics`]).
+//! Prometheus metrics ([`metrics`]) and GraphQL ([`graphql`]). REST and GraphQL give the same
+//! answers: both read them from [`query`].
 //!
 //! **The API never blocks a worker**: the workers only swap in an immutable [`live::Snapshot`] and
 //! send a diff into a bounded broadcast channel; a client that falls behind that channel is
 //! disconnected with a final `error` event.
 
+pub mod graphql;
 pub mod history;
 pub mod live;
 pub mod metrics;
+pub mod query;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -31,6 +34,19 @@ impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Token").field("name", &self.name).finish()
     }
+}
+
+/// The name of the configured token that `given` is, if any. Every token is compared, each in
+/// constant time, so that timing tells nothing of which matched.
+pub fn token_named<'a>(tokens: &'a [Token], given: &[u8]) -> Option<&'a str> {
+    use subtle::ConstantTimeEq;
+    let mut matched = None;
+    for token in tokens {
+        if bool::from(token.secret.as_slice().ct_eq(given)) {
+            matched = Some(token.name.as_str());
+        }
+    }
+    matched
 }
 
 /// How the server is set up.

@@ -17,13 +17,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
-use super::live::{EpochDiff, Live, Snapshot, StatRow};
+use super::live::Live;
 use super::metrics::{self, Metrics};
+use super::query::{Change, Model, QueryError, StatsFilter};
 use super::{ApiError, RuleInfo, ServeConfig, Token};
-use crate::dataflow::stats::{Dimension, Metric};
 
 /// Query strings longer than this are refused (414).
 pub const MAX_QUERY_BYTES: usize = 4096;
@@ -146,6 +145,17 @@ struct AppState {
     audit: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
 
+impl AppState {
+    /// What the answers are read from.
+    fn model(&self) -> Model {
+        Model {
+            live: self.live.clone(),
+            lake: self.lake.clone(),
+            rules: self.rules.clone(),
+        }
+    }
+}
+
 /// CORS for one origin: GET and POST, with the headers the API reads.
 fn cors_layer(origin: &str) -> Result<tower_http::cors::CorsLayer, ApiError> {
     let value: header::HeaderValue = (origin.trim_end_matches('/'))
@@ -187,6 +197,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/stats/stream", get(stats_stream))
         .route("/api/v1/epochs", get(epochs))
         .route("/api/v1/rules", get(rules))
+        .merge(super::graphql::routes(state.model(), state.tokens.clone()))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -206,7 +217,7 @@ impl IntoResponse for ApiFailure {
 }
 
 /// Around every route: bounds the query string, checks the bearer token (the health checks
-/// are open), counts the answer by route and status, and writes the audit log's line.
+/// are open, and the GraphQL WebSocket checks its own), counts the answer by route and status, and writes the audit log's line.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
@@ -215,7 +226,12 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     let remote = (request.extensions().get::<ConnectInfo<SocketAddr>>()).map(|c| c.0.to_string());
     let method = request.method().clone();
     let path = request.uri().path();
-    let open = path == "/healthz" || path == "/readyz";
+    // A graphql-ws socket without an Authorization header presents its token in its first
+    // message instead, which its route checks.
+    let open = path == "/healthz"
+        || path == "/readyz"
+        || (path == super::graphql::WS_PATH
+            && !request.headers().contains_key(header::AUTHORIZATION));
     let token = presented_token(&state.tokens, request.headers());
     let authorized = state.tokens.is_empty() || token.is_some();
     let token = token.map(str::to_string);
@@ -262,20 +278,13 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     response
 }
 
-/// The name of the configured token the request presents as its bearer token, if any. Every
-/// token is compared, each in constant time, so that timing tells nothing of which matched.
-fn presented_token<'a>(tokens: &'a [Token], headers: &HeaderMap) -> Option<&'a str> {
+/// The name of the configured token the request presents as its bearer token, if any.
+pub(super) fn presented_token<'a>(tokens: &'a [Token], headers: &HeaderMap) -> Option<&'a str> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))?;
-    let mut matched = None;
-    for token in tokens {
-        if bool::from(token.secret.as_slice().ct_eq(given.as_bytes())) {
-            matched = Some(token.name.as_str());
-        }
-    }
-    matched
+    super::token_named(tokens, given.as_bytes())
 }
 
 async fn healthz() -> &'static str {
@@ -306,70 +315,14 @@ async fn unknown_route() -> ApiFailure {
     ApiFailure(StatusCode::NOT_FOUND, "no such route".into())
 }
 
-/// The filters of `/api/v1/stats`; each absent one matches every row.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatsFilter {
-    dimension: Option<String>,
-    key: Option<String>,
-    rule: Option<String>,
-    metric: Option<String>,
-}
-
-impl StatsFilter {
-    /// Refuses a dimension or metric that does not exist, naming the ones that do.
-    fn check(&self) -> Result<(), ApiFailure> {
-        let dimensions = Dimension::ALL.map(Dimension::as_str);
-        let metrics = Metric::ALL.map(Metric::as_str);
-        for (field, value, known) in [
-            ("dimension", &self.dimension, &dimensions[..]),
-            ("metric", &self.metric, &metrics[..]),
-        ] {
-            if let Some(value) = value
-                && !known.contains(&value.as_str())
-            {
-                return Err(ApiFailure(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown {field} '{value}': one of {}", known.join(", ")),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn matches(&self, row: &StatRow) -> bool {
-        self.selects(row.dimension, &row.key, row.rule.as_deref(), row.metric)
-    }
-
-    fn selects(&self, dimension: &str, key: &str, rule: Option<&str>, metric: &str) -> bool {
-        self.dimension.as_deref().is_none_or(|d| d == dimension)
-            && self.key.as_deref().is_none_or(|k| k == key)
-            && self.rule.as_deref().is_none_or(|r| Some(r) == rule)
-            && self.metric.as_deref().is_none_or(|m| m == metric)
-    }
-}
-
-/// The statistics as of an epoch: the body of `/api/v1/stats` and of a stream's `snapshot`.
-#[derive(Serialize)]
-struct StatsBody {
-    epoch: u64,
-    committed_epoch: u64,
-    rows: Vec<StatRow>,
-}
-
-impl StatsBody {
-    fn of(snapshot: &Snapshot, filter: &StatsFilter) -> StatsBody {
-        StatsBody {
-            epoch: snapshot.epoch,
-            committed_epoch: snapshot.committed_epoch,
-            rows: (snapshot.values.iter())
-                .filter(|(key, _)| {
-                    let rule = key.rule.map(|r| snapshot.rule_ids[r as usize].as_str());
-                    filter.selects(key.dimension.as_str(), &key.key, rule, key.metric.as_str())
-                })
-                .map(|(key, value)| StatRow::of(key, *value, &snapshot.rule_ids))
-                .collect(),
-        }
+impl From<QueryError> for ApiFailure {
+    fn from(error: QueryError) -> ApiFailure {
+        let status = match error {
+            QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            QueryError::Gone(_) => StatusCode::GONE,
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiFailure(status, error.message().to_string())
     }
 }
 
@@ -384,114 +337,18 @@ async fn stats(
     query: Result<Query<StatsFilter>, QueryRejection>,
 ) -> Result<Response, ApiFailure> {
     let filter = filter_of(query)?;
-    let snapshot = state.live.snapshot();
-    Ok(Json(StatsBody::of(&snapshot, &filter)).into_response())
-}
-
-/// One committed epoch as `/api/v1/epochs` shows it.
-#[derive(Serialize)]
-struct EpochBody {
-    epoch: u64,
-    /// RFC 3339, UTC.
-    committed_at: String,
-    committed_at_ms: u64,
-    /// "epoch", "checkpoint" or "compaction".
-    action: String,
-    /// The `stats_changes` rows of the epochs this commit covers (after the previous record's
-    /// epoch); null for the oldest record kept when its predecessor is gone.
-    stats_changes_rows: Option<u64>,
+    Ok(Json(state.model().stats(&filter)?).into_response())
 }
 
 /// The committed epochs of the lake's kept commit records, newest first.
 async fn epochs(State(state): State<AppState>) -> Result<Response, ApiFailure> {
-    let Some(lake) = state.lake.clone() else {
-        return Ok(Json(serde_json::json!({ "epochs": [] })).into_response());
-    };
-    let read = tokio::task::spawn_blocking(move || {
-        let records = crate::sink::commit::records(&lake);
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
-            return Ok(Vec::new());
-        };
-        // The epoch each record commits after: its predecessor's, or 0 for the lake's first.
-        let after = |i: usize| match i {
-            0 => (records[0].sequence == 1).then_some(0),
-            _ => Some(records[i - 1].epoch),
-        };
-        let from = after(0).unwrap_or(first.epoch);
-        let diffs = super::history::committed_diffs(&lake, from, last.epoch)?;
-        let mut bodies = Vec::with_capacity(records.len());
-        for (i, record) in records.iter().enumerate() {
-            let rows = after(i).map(|after| {
-                if record.epoch <= after {
-                    return 0;
-                }
-                (diffs.range(after + 1..=record.epoch))
-                    .map(|(_, rows)| rows.len() as u64)
-                    .sum()
-            });
-            let at =
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.committed_at_ms);
-            bodies.push(EpochBody {
-                epoch: record.epoch,
-                committed_at: humantime::format_rfc3339_millis(at).to_string(),
-                committed_at_ms: record.committed_at_ms,
-                action: record.action.clone(),
-                stats_changes_rows: rows,
-            });
-        }
-        bodies.reverse();
-        Ok::<_, String>(bodies)
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|read| read);
-    let epochs = read.map_err(|e| {
-        tracing::error!(error = %e, "cannot read the commit records");
-        ApiFailure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot read the lake's commit records".into(),
-        )
-    })?;
+    let epochs = state.model().epochs().await?;
     Ok(Json(serde_json::json!({ "epochs": epochs })).into_response())
-}
-
-/// One rule with its current counts.
-#[derive(Serialize)]
-struct RuleBody<'a> {
-    #[serde(flatten)]
-    rule: &'a RuleInfo,
-    files: i64,
-    matches: i64,
 }
 
 /// The pipeline's rules with the files and matches the live statistics count for each.
 async fn rules(State(state): State<AppState>) -> Response {
-    let snapshot = state.live.snapshot();
-    let mut counts = std::collections::HashMap::new();
-    for (key, value) in snapshot.values.iter() {
-        if let (Dimension::Rule, Some(rule)) = (key.dimension, key.rule) {
-            counts.insert(
-                (snapshot.rule_ids[rule as usize].as_str(), key.metric),
-                *value,
-            );
-        }
-    }
-    let count = |id: &str, metric: Metric| counts.get(&(id, metric)).copied().unwrap_or(0);
-    let rules: Vec<RuleBody> = (state.rules.iter())
-        .map(|rule| RuleBody {
-            rule,
-            files: count(&rule.id, Metric::Files),
-            matches: count(&rule.id, Metric::Matches),
-        })
-        .collect();
-    Json(serde_json::json!({ "epoch": snapshot.epoch, "rules": rules })).into_response()
-}
-
-/// A stream's place: the snapshot still to send (none when resuming), then the diffs after it.
-enum StreamState {
-    Snapshot(broadcast::Receiver<Arc<EpochDiff>>, Arc<Snapshot>),
-    Diffs(broadcast::Receiver<Arc<EpochDiff>>, u64),
-    Ended,
+    Json(state.model().rules()).into_response()
 }
 
 /// The filters of `/api/v1/stats/stream`: those of `/api/v1/stats` and where to resume.
@@ -505,13 +362,8 @@ struct StreamQuery {
     since: Option<String>,
 }
 
-/// The epoch a stream resumes after: `?since=` or else `Last-Event-ID`; a number at most the
-/// current epoch.
-fn resume_point(
-    since: Option<&str>,
-    headers: &HeaderMap,
-    current: u64,
-) -> Result<Option<u64>, ApiFailure> {
+/// The epoch a stream resumes after: `?since=` or else `Last-Event-ID`, a number.
+fn resume_point(since: Option<&str>, headers: &HeaderMap) -> Result<Option<u64>, ApiFailure> {
     let given = match since {
         Some(since) => since.to_string(),
         None => match headers.get("last-event-id") {
@@ -534,22 +386,7 @@ fn resume_point(
             format!("'{given}' is not an epoch: a number is expected"),
         )
     })?;
-    if epoch > current {
-        return Err(ApiFailure(
-            StatusCode::BAD_REQUEST,
-            format!("epoch {epoch} is after the current epoch {current}"),
-        ));
-    }
     Ok(Some(epoch))
-}
-
-fn diff_event(epoch: u64, rows: &[StatRow], filter: &StatsFilter) -> Event {
-    let rows: Vec<&StatRow> = rows.iter().filter(|r| filter.matches(r)).collect();
-    Event::default()
-        .event("diff")
-        .id(epoch.to_string())
-        .json_data(DiffBody { epoch, rows })
-        .expect("statistics encode as JSON")
 }
 
 /// Server-Sent Events: a `snapshot` event (the filtered statistics), then a `diff` event per
@@ -571,108 +408,31 @@ async fn stats_stream(
         metric: query.metric,
     };
     filter.check()?;
-    let filter = Arc::new(filter);
-    // Subscribed before the snapshot is read, so no diff falls between them.
-    let diffs = state.live.subscribe();
-    let snapshot = state.live.snapshot();
-    let since = resume_point(query.since.as_deref(), &headers, snapshot.epoch)?;
-    let mut prefix = Vec::new();
-    let start = match since {
-        None => StreamState::Snapshot(diffs, snapshot),
-        Some(since) => {
-            let floor = snapshot.history_floor();
-            if since < floor {
-                let Some(lake) = state.lake.clone() else {
-                    return Err(ApiFailure(
-                        StatusCode::GONE,
-                        format!("epoch {since} is older than the history this server keeps"),
-                    ));
-                };
-                if floor > snapshot.committed_epoch && snapshot.recent_trimmed {
-                    return Err(ApiFailure(
-                        StatusCode::GONE,
-                        format!(
-                            "the changes after epoch {since} are no longer kept and not yet committed; \
-                             connect without since for a snapshot"
-                        ),
-                    ));
-                }
-                let read = tokio::task::spawn_blocking(move || {
-                    // A compaction may swap parts away while they are read: read again.
-                    let mut tries = 0;
-                    loop {
-                        match super::history::committed_diffs(&lake, since, floor) {
-                            Err(_) if tries < 2 => tries += 1,
-                            read => break read,
-                        }
-                    }
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|read| read);
-                let committed = read.map_err(|e| {
-                    tracing::error!(error = %e, "cannot read the committed changes");
-                    ApiFailure(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "cannot read the committed changes of the lake".into(),
-                    )
-                })?;
-                for (epoch, rows) in committed {
-                    prefix.push(Ok(diff_event(epoch, &rows, &filter)));
-                }
-            }
-            for diff in snapshot.recent.iter().filter(|d| d.epoch > since) {
-                prefix.push(Ok(diff_event(diff.epoch, &diff.rows, &filter)));
-            }
-            StreamState::Diffs(diffs, snapshot.seq)
-        }
-    };
-    let live = futures_util::stream::unfold(start, move |place| {
-        let filter = filter.clone();
-        async move {
-            match place {
-                StreamState::Snapshot(diffs, snapshot) => {
-                    let event = Event::default()
-                        .event("snapshot")
-                        .id(snapshot.epoch.to_string())
-                        .json_data(StatsBody::of(&snapshot, &filter))
-                        .expect("statistics encode as JSON");
-                    Some((Ok(event), StreamState::Diffs(diffs, snapshot.seq)))
-                }
-                StreamState::Diffs(mut diffs, seen) => loop {
-                    match diffs.recv().await {
-                        Ok(diff) if diff.seq <= seen => continue,
-                        Ok(diff) => {
-                            let event = diff_event(diff.epoch, &diff.rows, &filter);
-                            break Some((Ok(event), StreamState::Diffs(diffs, diff.seq)));
-                        }
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            let event = Event::default().event("error").data(format!(
-                                "{{\"error\":\"this client fell {missed} epochs behind the stream; reconnect for a new snapshot\"}}"
-                            ));
-                            break Some((Ok(event), StreamState::Ended));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break None,
-                    }
-                },
-                StreamState::Ended => None,
-            }
-        }
+    let since = resume_point(query.since.as_deref(), &headers)?;
+    let changes = state.model().changes(filter, since).await?;
+    let events = changes.map(|change| {
+        let event = match change {
+            Change::Snapshot(body) => Event::default()
+                .event("snapshot")
+                .id(body.epoch.to_string())
+                .json_data(body),
+            Change::Diff(body) => Event::default()
+                .event("diff")
+                .id(body.epoch.to_string())
+                .json_data(body),
+            Change::Lagged(missed) => Ok(Event::default().event("error").data(format!(
+                "{{\"error\":\"this client fell {missed} epochs behind the stream; reconnect for a new snapshot\"}}"
+            ))),
+        };
+        Ok(event.expect("statistics encode as JSON"))
     });
-    let events = futures_util::stream::iter(prefix).chain(live);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
-}
-
-/// The body of a `diff` event: the changes of one epoch.
-#[derive(Serialize)]
-struct DiffBody<'a> {
-    epoch: u64,
-    rows: Vec<&'a StatRow>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::live::StatRow;
 
     fn get(server: &Server, path: &str) -> (u16, String) {
         let agent: ureq::Agent = ureq::Agent::config_builder()

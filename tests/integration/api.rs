@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::util::{Watching, exoflow, python, s, stats_current, write};
 
-fn agent() -> ureq::Agent {
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
@@ -19,14 +19,17 @@ fn agent() -> ureq::Agent {
 }
 
 /// The status and body of a GET.
-fn get(base: &str, path: &str) -> (u16, String) {
+pub fn get(base: &str, path: &str) -> (u16, String) {
     let mut response = agent().get(format!("{base}{path}")).call().unwrap();
     let status = response.status().as_u16();
     (status, response.body_mut().read_to_string().unwrap())
 }
 
 /// Polls `check` every 50 ms for up to 20 s; panics with the last value when it never holds.
-fn eventually<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let started = Instant::now();
     loop {
         match check() {
@@ -40,7 +43,7 @@ fn eventually<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> Result<
 }
 
 /// A watch with a server, once `/healthz` answers.
-fn serve(dir: &std::path::Path, lake: &std::path::Path, extra: &[&str]) -> (Watching, String) {
+pub fn serve(dir: &std::path::Path, lake: &std::path::Path, extra: &[&str]) -> (Watching, String) {
     let (watch, base) = Watching::serving(dir, lake, extra);
     eventually("/healthz answers", || {
         agent()
@@ -53,7 +56,7 @@ fn serve(dir: &std::path::Path, lake: &std::path::Path, extra: &[&str]) -> (Watc
 }
 
 /// Rows as `stats_current` prints them: `dimension key rule metric value`.
-fn printed(rows: &Value) -> Vec<String> {
+pub fn printed(rows: &Value) -> Vec<String> {
     let mut printed: Vec<String> = rows
         .as_array()
         .unwrap()
@@ -74,17 +77,17 @@ fn printed(rows: &Value) -> Vec<String> {
     printed
 }
 
-fn stats(base: &str, query: &str) -> Value {
+pub fn stats(base: &str, query: &str) -> Value {
     let (status, body) = get(base, &format!("/api/v1/stats{query}"));
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
-fn files_total(stats: &Value) -> i64 {
+pub fn files_total(stats: &Value) -> i64 {
     total(stats, "files")
 }
 
-fn total(stats: &Value, metric: &str) -> i64 {
+pub fn total(stats: &Value, metric: &str) -> i64 {
     stats["rows"]
         .as_array()
         .unwrap()
@@ -140,9 +143,9 @@ fn subscribe_to(
 }
 
 /// Statistics summed from a stream, by (dimension, key, rule, metric).
-type Summed = BTreeMap<[String; 4], i64>;
+pub type Summed = BTreeMap<[String; 4], i64>;
 
-fn add(summed: &mut Summed, rows: &Value) {
+pub fn add(summed: &mut Summed, rows: &Value) {
     for r in rows.as_array().unwrap() {
         let key = ["dimension", "key", "rule", "metric"]
             .map(|f| r[f].as_str().unwrap_or("null").to_string());

@@ -1,0 +1,254 @@
+//! GraphQL requests -> the answers of [`super::query`]: queries at `POST /graphql`, the
+//! `statsChanges` subscription over a graphql-ws WebSocket at `GET /graphql/ws`. Every operation
+//! is bounded in depth, complexity and body size before it runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::{
+    Context, Data, EmptyMutation, Enum, ErrorExtensions, Object, Schema, SimpleObject, Subscription,
+};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::{Stream, StreamExt};
+
+use super::Token;
+use super::live::StatRow;
+use super::query::{Change, EpochBody, Model, QueryError, RulesBody, StatsBody, StatsFilter};
+
+/// The route of queries.
+pub const PATH: &str = "/graphql";
+/// The route of the graphql-ws WebSocket (protocols `graphql-transport-ws` and `graphql-ws`).
+pub const WS_PATH: &str = "/graphql/ws";
+/// Operations nested deeper than this are refused; the introspection query tools send fits.
+pub const MAX_DEPTH: usize = 16;
+/// Operations of more fields than this (aliases and fragments counted where they are used) are
+/// refused; the introspection query tools send fits.
+pub const MAX_COMPLEXITY: usize = 1000;
+/// Request bodies longer than this are refused (413).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A WebSocket that has not sent `connection_init` this long after it opened is closed.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema: queries, no mutations, the statistics' changes as a subscription.
+pub type ApiSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
+
+/// The schema over `model`, with its limits.
+pub fn schema(model: Model) -> ApiSchema {
+    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
+        .data(model)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// A [`QueryError`] as a GraphQL error, its kind in `extensions.code`.
+fn graphql_error(error: QueryError) -> async_graphql::Error {
+    let code = match error {
+        QueryError::BadRequest(_) => "BAD_REQUEST",
+        QueryError::Gone(_) => "GONE",
+        QueryError::Internal(_) => "INTERNAL",
+    };
+    async_graphql::Error::new(error.message()).extend_with(|_, e| e.set("code", code))
+}
+
+fn model<'a>(ctx: &Context<'a>) -> &'a Model {
+    ctx.data_unchecked::<Model>()
+}
+
+pub struct QueryRoot;
+
+/// What the REST routes under `/api/v1` answer, with the same filters and errors.
+#[Object]
+impl QueryRoot {
+    /// The live statistics the filters select (as `/api/v1/stats`); each absent filter matches
+    /// every row.
+    async fn stats(
+        &self,
+        ctx: &Context<'_>,
+        dimension: Option<String>,
+        key: Option<String>,
+        rule: Option<String>,
+        metric: Option<String>,
+    ) -> async_graphql::Result<StatsBody> {
+        let filter = StatsFilter {
+            dimension,
+            key,
+            rule,
+            metric,
+        };
+        model(ctx).stats(&filter).map_err(graphql_error)
+    }
+
+    /// The pipeline's rules with their current counts (as `/api/v1/rules`).
+    async fn rules(&self, ctx: &Context<'_>) -> RulesBody {
+        model(ctx).rules()
+    }
+
+    /// The committed epochs of the lake's kept commit records, newest first (as
+    /// `/api/v1/epochs`).
+    async fn epochs(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<EpochBody>> {
+        model(ctx).epochs().await.map_err(graphql_error)
+    }
+}
+
+/// What an item of `statsChanges` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum ChangeKind {
+    /// The statistics as of the epoch: the first item of a subscription without `since`.
+    Snapshot,
+    /// The changes of the epoch.
+    Diff,
+}
+
+/// One item of `statsChanges`: the statistics, or one epoch's changes of them.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct StatsChange {
+    pub kind: ChangeKind,
+    pub epoch: u64,
+    /// In a diff, `value` is the change of the value.
+    pub rows: Vec<StatRow>,
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// The statistics the filters select as they change (as `/api/v1/stats/stream`): without
+    /// `since`, a snapshot, then one diff per epoch with changes; with `since`, the diffs of the
+    /// epochs after it (from the lake for those the server no longer holds), then the live
+    /// ones. A client that falls behind gets an error and the subscription ends.
+    async fn stats_changes(
+        &self,
+        ctx: &Context<'_>,
+        since: Option<u64>,
+        dimension: Option<String>,
+        key: Option<String>,
+        rule: Option<String>,
+        metric: Option<String>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<StatsChange>> + use<>> {
+        let filter = StatsFilter {
+            dimension,
+            key,
+            rule,
+            metric,
+        };
+        let changes = (model(ctx).changes(filter, since).await).map_err(graphql_error)?;
+        Ok(changes.map(|change| match change {
+            Change::Snapshot(body) => Ok(StatsChange {
+                kind: ChangeKind::Snapshot,
+                epoch: body.epoch,
+                rows: body.rows,
+            }),
+            Change::Diff(body) => Ok(StatsChange {
+                kind: ChangeKind::Diff,
+                epoch: body.epoch,
+                rows: body.rows,
+            }),
+            Change::Lagged(missed) => Err(async_graphql::Error::new(format!(
+                "this client fell {missed} epochs behind the stream; subscribe again for a new snapshot"
+            ))
+            .extend_with(|_, e| e.set("code", "LAGGED"))),
+        }))
+    }
+}
+
+#[derive(Clone)]
+struct GraphqlState {
+    schema: ApiSchema,
+    tokens: Arc<Vec<Token>>,
+}
+
+/// The GraphQL routes over `model`; the caller puts its guard (token, audit, metrics) around
+/// them. `tokens` is what a WebSocket's `connection_init` may present instead of a header.
+pub fn routes<S: Clone + Send + Sync + 'static>(
+    model: Model,
+    tokens: Arc<Vec<Token>>,
+) -> axum::Router<S> {
+    let state = GraphqlState {
+        schema: schema(model),
+        tokens,
+    };
+    axum::Router::new()
+        .route(
+            PATH,
+            post(execute).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
+        .route(WS_PATH, get(subscribe))
+        .with_state(state)
+}
+
+/// One query as JSON (`{"query": ..., "variables": ...}`); a body that is not one is refused
+/// with its status (400, 413, 415) and a GraphQL error.
+async fn execute(
+    State(state): State<GraphqlState>,
+    request: Result<Json<async_graphql::Request>, JsonRejection>,
+) -> Response {
+    match request {
+        Ok(Json(request)) => {
+            GraphQLResponse::from(state.schema.execute(request).await).into_response()
+        }
+        Err(rejection) => {
+            let body = serde_json::json!({ "errors": [{ "message": rejection.body_text() }] });
+            (rejection.status(), Json(body)).into_response()
+        }
+    }
+}
+
+/// The bearer token of a `connection_init` payload, `{"Authorization": "Bearer ..."}`.
+fn init_token<'a>(tokens: &'a [Token], payload: &serde_json::Value) -> Option<&'a str> {
+    let given = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|name| payload.get(name)?.as_str())?
+        .strip_prefix("Bearer ")?;
+    super::token_named(tokens, given.as_bytes())
+}
+
+/// A graphql-ws connection. With tokens configured, the upgrade request's `Authorization`
+/// header (checked by the guard) or else the `connection_init` payload's must hold one: browsers
+/// cannot set headers on a WebSocket. Without a valid one the connection is closed before any
+/// operation runs.
+async fn subscribe(
+    State(state): State<GraphqlState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+    headers: HeaderMap,
+) -> Response {
+    let by_header = state.tokens.is_empty()
+        || super::server::presented_token(&state.tokens, &headers).is_some();
+    let GraphqlState { schema, tokens } = state;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let (initialized, init_seen) = tokio::sync::oneshot::channel::<()>();
+            let connection = GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let _ = initialized.send(());
+                    if by_header || init_token(&tokens, &payload).is_some() {
+                        Ok(Data::default())
+                    } else {
+                        Err(async_graphql::Error::new(
+                            "a valid bearer token is required",
+                        ))
+                    }
+                })
+                .serve();
+            let mut connection = std::pin::pin!(connection);
+            // A socket that never initialises would be held open for nothing: drop it.
+            tokio::select! {
+                () = &mut connection => return,
+                seen = tokio::time::timeout(INIT_TIMEOUT, init_seen) => {
+                    if !matches!(seen, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            }
+            connection.await;
+        })
+}

@@ -1,0 +1,388 @@
+//! The published snapshot and the lake's commit log -> the answers every face of the API gives:
+//! filtered statistics, the change stream (a snapshot, then one diff per epoch, resumable from
+//! the lake), the committed epochs and the rules with their counts. REST and GraphQL only parse,
+//! call this and encode.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::RuleInfo;
+use super::live::{EpochDiff, Live, Snapshot, StatRow};
+use crate::dataflow::stats::{Dimension, Metric};
+
+/// What the answers are read from: the live snapshot, the lake it commits to, the rules.
+#[derive(Clone)]
+pub struct Model {
+    pub live: Arc<Live>,
+    /// Resumed streams and the epochs read the lake; None: no lake (no history, no epochs).
+    pub lake: Option<Arc<PathBuf>>,
+    pub rules: Arc<Vec<RuleInfo>>,
+}
+
+/// Why a question has no answer; each face turns it into its own kind of error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// The question is malformed: an unknown dimension, an epoch still to come.
+    BadRequest(String),
+    /// What was asked for is no longer kept.
+    Gone(String),
+    /// Reading the lake failed; the details are logged, not shown.
+    Internal(String),
+}
+
+impl QueryError {
+    pub fn message(&self) -> &str {
+        match self {
+            QueryError::BadRequest(m) | QueryError::Gone(m) | QueryError::Internal(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// The filters of the statistics; each absent one matches every row.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsFilter {
+    pub dimension: Option<String>,
+    pub key: Option<String>,
+    pub rule: Option<String>,
+    pub metric: Option<String>,
+}
+
+impl StatsFilter {
+    /// Refuses a dimension or metric that does not exist, naming the ones that do.
+    pub fn check(&self) -> Result<(), QueryError> {
+        let dimensions = Dimension::ALL.map(Dimension::as_str);
+        let metrics = Metric::ALL.map(Metric::as_str);
+        for (field, value, known) in [
+            ("dimension", &self.dimension, &dimensions[..]),
+            ("metric", &self.metric, &metrics[..]),
+        ] {
+            if let Some(value) = value
+                && !known.contains(&value.as_str())
+            {
+                return Err(QueryError::BadRequest(format!(
+                    "unknown {field} '{value}': one of {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, row: &StatRow) -> bool {
+        self.selects(row.dimension, &row.key, row.rule.as_deref(), row.metric)
+    }
+
+    fn selects(&self, dimension: &str, key: &str, rule: Option<&str>, metric: &str) -> bool {
+        self.dimension.as_deref().is_none_or(|d| d == dimension)
+            && self.key.as_deref().is_none_or(|k| k == key)
+            && self.rule.as_deref().is_none_or(|r| Some(r) == rule)
+            && self.metric.as_deref().is_none_or(|m| m == metric)
+    }
+}
+
+/// The statistics as of an epoch: the body of `/api/v1/stats` and of a stream's snapshot.
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+pub struct StatsBody {
+    /// Every epoch up to this one is counted.
+    pub epoch: u64,
+    /// The lake's last commit.
+    pub committed_epoch: u64,
+    pub rows: Vec<StatRow>,
+}
+
+impl StatsBody {
+    pub fn of(snapshot: &Snapshot, filter: &StatsFilter) -> StatsBody {
+        StatsBody {
+            epoch: snapshot.epoch,
+            committed_epoch: snapshot.committed_epoch,
+            rows: (snapshot.values.iter())
+                .filter(|(key, _)| {
+                    let rule = key.rule.map(|r| snapshot.rule_ids[r as usize].as_str());
+                    filter.selects(key.dimension.as_str(), &key.key, rule, key.metric.as_str())
+                })
+                .map(|(key, value)| StatRow::of(key, *value, &snapshot.rule_ids))
+                .collect(),
+        }
+    }
+}
+
+/// The changes of one epoch that a filter selects: the body of a stream's `diff`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffBody {
+    pub epoch: u64,
+    pub rows: Vec<StatRow>,
+}
+
+impl DiffBody {
+    fn of(epoch: u64, rows: &[StatRow], filter: &StatsFilter) -> DiffBody {
+        DiffBody {
+            epoch,
+            rows: rows.iter().filter(|r| filter.matches(r)).cloned().collect(),
+        }
+    }
+}
+
+/// One item of a change stream.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The statistics a stream that does not resume starts from.
+    Snapshot(StatsBody),
+    /// One epoch's changes, epochs in increasing order.
+    Diff(DiffBody),
+    /// The client fell this many epochs behind the bounded history; the stream ends here.
+    Lagged(u64),
+}
+
+/// One committed epoch as `/api/v1/epochs` shows it.
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+pub struct EpochBody {
+    pub epoch: u64,
+    /// RFC 3339, UTC.
+    pub committed_at: String,
+    pub committed_at_ms: u64,
+    /// "epoch", "checkpoint" or "compaction".
+    pub action: String,
+    /// The `stats_changes` rows of the epochs this commit covers (after the previous record's
+    /// epoch); null for the oldest record kept when its predecessor is gone.
+    pub stats_changes_rows: Option<u64>,
+}
+
+/// One of the pipeline's rules with its current counts.
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+pub struct RuleBody {
+    pub id: String,
+    /// Withheld (null) for a secret rule.
+    pub pattern: Option<String>,
+    pub regex: bool,
+    pub secret: bool,
+    /// Current files with at least one match.
+    pub files: i64,
+    /// Current matches.
+    pub matches: i64,
+}
+
+/// The rules as of an epoch.
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+pub struct RulesBody {
+    pub epoch: u64,
+    pub rules: Vec<RuleBody>,
+}
+
+/// Where a stream is: the snapshot still to send (none when resuming), then the diffs after it.
+enum StreamState {
+    Snapshot(broadcast::Receiver<Arc<EpochDiff>>, Arc<Snapshot>),
+    Diffs(broadcast::Receiver<Arc<EpochDiff>>, u64),
+    Ended,
+}
+
+impl Model {
+    /// The statistics the filter selects, as of the latest snapshot.
+    pub fn stats(&self, filter: &StatsFilter) -> Result<StatsBody, QueryError> {
+        filter.check()?;
+        Ok(StatsBody::of(&self.live.snapshot(), filter))
+    }
+
+    /// The pipeline's rules with the files and matches the live statistics count for each.
+    pub fn rules(&self) -> RulesBody {
+        let snapshot = self.live.snapshot();
+        let mut counts = std::collections::HashMap::new();
+        for (key, value) in snapshot.values.iter() {
+            if let (Dimension::Rule, Some(rule)) = (key.dimension, key.rule) {
+                counts.insert(
+                    (snapshot.rule_ids[rule as usize].as_str(), key.metric),
+                    *value,
+                );
+            }
+        }
+        let count = |id: &str, metric: Metric| counts.get(&(id, metric)).copied().unwrap_or(0);
+        let rules = (self.rules.iter())
+            .map(|rule| RuleBody {
+                id: rule.id.clone(),
+                pattern: rule.pattern.clone(),
+                regex: rule.regex,
+                secret: rule.secret,
+                files: count(&rule.id, Metric::Files),
+                matches: count(&rule.id, Metric::Matches),
+            })
+            .collect();
+        RulesBody {
+            epoch: snapshot.epoch,
+            rules,
+        }
+    }
+
+    /// The committed epochs of the lake's kept commit records, newest first; none without a lake.
+    pub async fn epochs(&self) -> Result<Vec<EpochBody>, QueryError> {
+        let Some(lake) = self.lake.clone() else {
+            return Ok(Vec::new());
+        };
+        let read = tokio::task::spawn_blocking(move || committed_epochs(&lake))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|read| read);
+        read.map_err(|e| {
+            tracing::error!(error = %e, "cannot read the commit records");
+            QueryError::Internal("cannot read the lake's commit records".into())
+        })
+    }
+
+    /// The statistics the filter selects as a stream: without `since`, a snapshot, then the
+    /// changes of every later epoch; with `since`, the changes of the epochs after that one (from
+    /// the live history, or from the lake's `stats_changes` for those it no longer holds), then
+    /// the live ones. A client that falls behind the bounded history gets [`Change::Lagged`] and
+    /// the stream ends: nothing is ever buffered for it beyond that history.
+    pub async fn changes(
+        &self,
+        filter: StatsFilter,
+        since: Option<u64>,
+    ) -> Result<BoxStream<'static, Change>, QueryError> {
+        filter.check()?;
+        // Subscribed before the snapshot is read, so no diff falls between them.
+        let diffs = self.live.subscribe();
+        let snapshot = self.live.snapshot();
+        let mut prefix = Vec::new();
+        let start = match since {
+            None => StreamState::Snapshot(diffs, snapshot),
+            Some(since) => {
+                if since > snapshot.epoch {
+                    return Err(QueryError::BadRequest(format!(
+                        "epoch {since} is after the current epoch {}",
+                        snapshot.epoch
+                    )));
+                }
+                let floor = snapshot.history_floor();
+                if since < floor {
+                    let committed = self.committed_diffs(&snapshot, since, floor).await?;
+                    for (epoch, rows) in committed {
+                        prefix.push(Change::Diff(DiffBody::of(epoch, &rows, &filter)));
+                    }
+                }
+                for diff in snapshot.recent.iter().filter(|d| d.epoch > since) {
+                    prefix.push(Change::Diff(DiffBody::of(diff.epoch, &diff.rows, &filter)));
+                }
+                StreamState::Diffs(diffs, snapshot.seq)
+            }
+        };
+        let filter = Arc::new(filter);
+        let live = futures_util::stream::unfold(start, move |place| {
+            let filter = filter.clone();
+            async move {
+                match place {
+                    StreamState::Snapshot(diffs, snapshot) => {
+                        let body = StatsBody::of(&snapshot, &filter);
+                        Some((
+                            Change::Snapshot(body),
+                            StreamState::Diffs(diffs, snapshot.seq),
+                        ))
+                    }
+                    StreamState::Diffs(mut diffs, seen) => loop {
+                        match diffs.recv().await {
+                            Ok(diff) if diff.seq <= seen => continue,
+                            Ok(diff) => {
+                                let body = DiffBody::of(diff.epoch, &diff.rows, &filter);
+                                break Some((
+                                    Change::Diff(body),
+                                    StreamState::Diffs(diffs, diff.seq),
+                                ));
+                            }
+                            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                                break Some((Change::Lagged(missed), StreamState::Ended));
+                            }
+                            Err(broadcast::error::RecvError::Closed) => break None,
+                        }
+                    },
+                    StreamState::Ended => None,
+                }
+            }
+        });
+        Ok(futures_util::stream::iter(prefix).chain(live).boxed())
+    }
+
+    /// The committed changes of the epochs after `since` through `floor`, which the live
+    /// history no longer holds.
+    async fn committed_diffs(
+        &self,
+        snapshot: &Snapshot,
+        since: u64,
+        floor: u64,
+    ) -> Result<std::collections::BTreeMap<u64, Vec<StatRow>>, QueryError> {
+        let Some(lake) = self.lake.clone() else {
+            return Err(QueryError::Gone(format!(
+                "epoch {since} is older than the history this server keeps"
+            )));
+        };
+        if floor > snapshot.committed_epoch && snapshot.recent_trimmed {
+            return Err(QueryError::Gone(format!(
+                "the changes after epoch {since} are no longer kept and not yet committed; \
+                 connect without since for a snapshot"
+            )));
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            // A compaction may swap parts away while they are read: read again.
+            let mut tries = 0;
+            loop {
+                match super::history::committed_diffs(&lake, since, floor) {
+                    Err(_) if tries < 2 => tries += 1,
+                    read => break read,
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|read| read);
+        read.map_err(|e| {
+            tracing::error!(error = %e, "cannot read the committed changes");
+            QueryError::Internal("cannot read the committed changes of the lake".into())
+        })
+    }
+}
+
+/// The lake's kept commit records as epochs, newest first. Reads files: call it on a blocking
+/// thread.
+fn committed_epochs(lake: &std::path::Path) -> Result<Vec<EpochBody>, String> {
+    let records = crate::sink::commit::records(lake);
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(Vec::new());
+    };
+    // The epoch each record commits after: its predecessor's, or 0 for the lake's first.
+    let after = |i: usize| match i {
+        0 => (records[0].sequence == 1).then_some(0),
+        _ => Some(records[i - 1].epoch),
+    };
+    let from = after(0).unwrap_or(first.epoch);
+    let diffs = super::history::committed_diffs(lake, from, last.epoch)?;
+    let mut bodies = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let rows = after(i).map(|after| {
+            if record.epoch <= after {
+                return 0;
+            }
+            (diffs.range(after + 1..=record.epoch))
+                .map(|(_, rows)| rows.len() as u64)
+                .sum()
+        });
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.committed_at_ms);
+        bodies.push(EpochBody {
+            epoch: record.epoch,
+            committed_at: humantime::format_rfc3339_millis(at).to_string(),
+            committed_at_ms: record.committed_at_ms,
+            action: record.action.clone(),
+            stats_changes_rows: rows,
+        });
+    }
+    bodies.reverse();
+    Ok(bodies)
+}
