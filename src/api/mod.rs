@@ -7,6 +7,7 @@
 //! disconnected with a final `error` event.
 
 pub mod history;
+pub mod lake_view;
 pub mod live;
 pub mod metrics;
 pub mod server;
@@ -44,6 +45,8 @@ pub struct ServeConfig {
     pub lake: Option<PathBuf>,
     /// The pipeline's rules, for `/api/v1/rules`.
     pub rules: Vec<RuleInfo>,
+    /// The pipeline's compiled rules, to read the lake's rule counts by; None: no rules.
+    pub rule_set: Option<crate::pipeline::RuleSet>,
     /// Where one JSON line per request is appended; None: no audit log.
     pub audit_log: Option<PathBuf>,
     /// The origin browsers may call the API from; None: no CORS headers.
@@ -128,6 +131,7 @@ impl ServeConfig {
             tokens,
             lake: None,
             rules: Vec::new(),
+            rule_set: None,
             audit_log: None,
             cors: None,
         })
