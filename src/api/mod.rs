@@ -10,6 +10,8 @@ pub mod history;
 pub mod lake_view;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
+pub mod rest;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -54,7 +56,7 @@ pub struct ServeConfig {
 }
 
 /// One of the pipeline's rules as `/api/v1/rules` shows it; a secret rule's pattern is withheld.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RuleInfo {
     pub id: String,
     pub pattern: Option<String>,

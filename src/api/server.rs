@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::live::{EpochDiff, Live, Snapshot, StatRow};
 use super::metrics::{self, Metrics};
+use super::rest::{self, ViewCache};
 use super::{ApiError, RuleInfo, ServeConfig, Token};
 use crate::dataflow::stats::{Dimension, Metric};
 
@@ -73,12 +74,20 @@ impl Server {
             Some(origin) => Some(cors_layer(origin)?),
             None => None,
         };
+        let rule_set = match config.rule_set {
+            Some(rules) => rules,
+            None => crate::pipeline::RuleSet::compile(&[]).expect("no rules compile"),
+        };
+        let openapi = Arc::new(super::openapi::document(&config.rules));
         let mut app = router(AppState {
             metrics: Arc::new(Metrics::new(&live)),
             live,
             tokens: Arc::new(config.tokens),
             lake: config.lake.map(Arc::new),
             rules: Arc::new(config.rules),
+            rule_set,
+            view: Arc::new(ViewCache::default()),
+            openapi,
             audit,
         });
         if let Some(cors) = cors {
@@ -136,12 +145,18 @@ impl Drop for Server {
 }
 
 #[derive(Clone)]
-struct AppState {
-    live: Arc<Live>,
+pub(super) struct AppState {
+    pub(super) live: Arc<Live>,
     metrics: Arc<Metrics>,
     tokens: Arc<Vec<Token>>,
-    lake: Option<Arc<std::path::PathBuf>>,
+    pub(super) lake: Option<Arc<std::path::PathBuf>>,
     rules: Arc<Vec<RuleInfo>>,
+    /// The compiled rules the lake's rule counts are read by.
+    pub(super) rule_set: crate::pipeline::RuleSet,
+    /// The committed lake's view, loaded again when the committed epoch moves.
+    pub(super) view: Arc<ViewCache>,
+    /// The OpenAPI document, as JSON.
+    openapi: Arc<String>,
     /// The audit log: one JSON line per request, appended.
     audit: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
@@ -187,21 +202,28 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/stats/stream", get(stats_stream))
         .route("/api/v1/epochs", get(epochs))
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/files", get(rest::files))
+        .route("/api/v1/files/{source}/{*path}", get(rest::file))
+        .route("/api/v1/duplicates", get(rest::duplicates))
+        .route("/api/v1/openapi.json", get(openapi))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
 /// An error answer: its status and a JSON body `{"error": "..."}`.
-struct ApiFailure(StatusCode, String);
+pub(super) struct ApiFailure(pub(super) StatusCode, pub(super) String);
+
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read.
+    pub error: String,
+}
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-        }
-        (self.0, Json(Body { error: self.1 })).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -278,11 +300,20 @@ fn presented_token<'a>(tokens: &'a [Token], headers: &HeaderMap) -> Option<&'a s
     matched
 }
 
-async fn healthz() -> &'static str {
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+/// The restored state is applied and the run's first epoch processed.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not ready yet", body = ErrorBody),
+    ))]
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     if state.live.snapshot().ready {
         "ready\n".into_response()
     } else {
@@ -294,10 +325,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+/// The run's metrics in the OpenMetrics text format that Prometheus scrapes.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics", body = String,
+        content_type = "application/openmetrics-text")))]
+pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         (state.metrics).encode(&state.live, state.lake.as_deref().map(|p| p.as_path())),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
+pub(super) async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.as_str().to_string(),
     )
         .into_response()
 }
@@ -307,12 +353,17 @@ async fn unknown_route() -> ApiFailure {
 }
 
 /// The filters of `/api/v1/stats`; each absent one matches every row.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct StatsFilter {
+#[into_params(parameter_in = Query)]
+pub(super) struct StatsFilter {
+    /// Only rows of this dimension.
     dimension: Option<String>,
+    /// Only rows with this key.
     key: Option<String>,
+    /// Only rows of this rule id.
     rule: Option<String>,
+    /// Only rows of this metric.
     metric: Option<String>,
 }
 
@@ -350,9 +401,11 @@ impl StatsFilter {
 }
 
 /// The statistics as of an epoch: the body of `/api/v1/stats` and of a stream's `snapshot`.
-#[derive(Serialize)]
-struct StatsBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct StatsBody {
+    /// Every epoch through this one is counted.
     epoch: u64,
+    /// The lake's last commit.
     committed_epoch: u64,
     rows: Vec<StatRow>,
 }
@@ -379,7 +432,13 @@ fn filter_of(query: Result<Query<StatsFilter>, QueryRejection>) -> Result<StatsF
     Ok(filter)
 }
 
-async fn stats(
+/// The live statistics, filtered.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "statistics", params(StatsFilter),
+    responses(
+        (status = 200, description = "The statistics as of an epoch", body = StatsBody),
+        (status = 400, description = "An unknown dimension or metric", body = ErrorBody),
+    ))]
+pub(super) async fn stats(
     State(state): State<AppState>,
     query: Result<Query<StatsFilter>, QueryRejection>,
 ) -> Result<Response, ApiFailure> {
@@ -388,9 +447,15 @@ async fn stats(
     Ok(Json(StatsBody::of(&snapshot, &filter)).into_response())
 }
 
+/// The lake's kept commit records, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct EpochsBody {
+    epochs: Vec<EpochBody>,
+}
+
 /// One committed epoch as `/api/v1/epochs` shows it.
-#[derive(Serialize)]
-struct EpochBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct EpochBody {
     epoch: u64,
     /// RFC 3339, UTC.
     committed_at: String,
@@ -403,9 +468,11 @@ struct EpochBody {
 }
 
 /// The committed epochs of the lake's kept commit records, newest first.
-async fn epochs(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+#[utoipa::path(get, path = "/api/v1/epochs", tag = "lake",
+    responses((status = 200, description = "Committed epochs, newest first", body = EpochsBody)))]
+pub(super) async fn epochs(State(state): State<AppState>) -> Result<Response, ApiFailure> {
     let Some(lake) = state.lake.clone() else {
-        return Ok(Json(serde_json::json!({ "epochs": [] })).into_response());
+        return Ok(Json(EpochsBody { epochs: Vec::new() }).into_response());
     };
     let read = tokio::task::spawn_blocking(move || {
         let records = crate::sink::commit::records(&lake);
@@ -452,20 +519,31 @@ async fn epochs(State(state): State<AppState>) -> Result<Response, ApiFailure> {
             "cannot read the lake's commit records".into(),
         )
     })?;
-    Ok(Json(serde_json::json!({ "epochs": epochs })).into_response())
+    Ok(Json(EpochsBody { epochs }).into_response())
+}
+
+/// The pipeline's rules with their counts, as of an epoch.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RulesBody {
+    epoch: u64,
+    rules: Vec<RuleBody>,
 }
 
 /// One rule with its current counts.
-#[derive(Serialize)]
-struct RuleBody<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RuleBody {
     #[serde(flatten)]
-    rule: &'a RuleInfo,
+    rule: RuleInfo,
+    /// Current files with at least one match.
     files: i64,
+    /// Matches in the current files.
     matches: i64,
 }
 
 /// The pipeline's rules with the files and matches the live statistics count for each.
-async fn rules(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/api/v1/rules", tag = "statistics",
+    responses((status = 200, description = "The rules and their counts", body = RulesBody)))]
+pub(super) async fn rules(State(state): State<AppState>) -> Response {
     let snapshot = state.live.snapshot();
     let mut counts = std::collections::HashMap::new();
     for (key, value) in snapshot.values.iter() {
@@ -479,12 +557,16 @@ async fn rules(State(state): State<AppState>) -> Response {
     let count = |id: &str, metric: Metric| counts.get(&(id, metric)).copied().unwrap_or(0);
     let rules: Vec<RuleBody> = (state.rules.iter())
         .map(|rule| RuleBody {
-            rule,
+            rule: rule.clone(),
             files: count(&rule.id, Metric::Files),
             matches: count(&rule.id, Metric::Matches),
         })
         .collect();
-    Json(serde_json::json!({ "epoch": snapshot.epoch, "rules": rules })).into_response()
+    Json(RulesBody {
+        epoch: snapshot.epoch,
+        rules,
+    })
+    .into_response()
 }
 
 /// A stream's place: the snapshot still to send (none when resuming), then the diffs after it.
@@ -495,13 +577,20 @@ enum StreamState {
 }
 
 /// The filters of `/api/v1/stats/stream`: those of `/api/v1/stats` and where to resume.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct StreamQuery {
+    /// Only rows of this dimension.
     dimension: Option<String>,
+    /// Only rows with this key.
     key: Option<String>,
+    /// Only rows of this rule id.
     rule: Option<String>,
+    /// Only rows of this metric.
     metric: Option<String>,
+    /// Resume after this epoch (at most the current one): no snapshot, the diffs after it.
+    #[param(value_type = Option<u64>)]
     since: Option<String>,
 }
 
@@ -558,7 +647,17 @@ fn diff_event(epoch: u64, rows: &[StatRow], filter: &StatsFilter) -> Event {
 /// (from the live history, or the lake's `stats_changes` for those it no longer holds), then
 /// the live ones. A client that falls behind the bounded diff history gets an `error` event and
 /// the stream ends.
-async fn stats_stream(
+#[utoipa::path(get, path = "/api/v1/stats/stream", tag = "statistics",
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this epoch, when `since` is not given")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `snapshot` (a StatsBody), then `diff` events \
+            (epoch and rows, the event id the epoch), or a final `error` event", body = String,
+            content_type = "text/event-stream"),
+        (status = 400, description = "An unknown dimension or metric, or a bad epoch", body = ErrorBody),
+        (status = 410, description = "The changes after that epoch are no longer kept", body = ErrorBody),
+    ))]
+pub(super) async fn stats_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
