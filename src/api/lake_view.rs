@@ -243,20 +243,26 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A key as a cursor: hex of the source, a NUL, and the path bytes (neither holds a NUL).
-fn cursor_of((source, path): &(String, Vec<u8>)) -> String {
+/// A key as its place in the listing's order: the source, a NUL, the path (neither holds a
+/// NUL), so that these bytes sort as the keys do.
+fn place_of((source, path): &(String, Vec<u8>)) -> Vec<u8> {
     let mut bytes = source.as_bytes().to_vec();
     bytes.push(0);
     bytes.extend_from_slice(path);
-    hex(&bytes)
+    bytes
 }
 
-fn key_of_cursor(cursor: &str) -> Result<(String, Vec<u8>), FilterError> {
-    let bad = || FilterError(format!("'{cursor}' is not a cursor this server gave"));
-    let bytes = unhex(cursor).ok_or_else(bad)?;
-    let nul = bytes.iter().position(|&b| b == 0).ok_or_else(bad)?;
-    let source = String::from_utf8(bytes[..nul].to_vec()).map_err(|_| bad())?;
-    Ok((source, bytes[nul + 1..].to_vec()))
+/// A key as a cursor: the hex of its place. Any such hex names a place to start after.
+fn cursor_of(key: &(String, Vec<u8>)) -> String {
+    hex(&place_of(key))
+}
+
+fn place_of_cursor(cursor: &str) -> Result<Vec<u8>, FilterError> {
+    unhex(cursor).ok_or_else(|| {
+        FilterError(format!(
+            "'{cursor}' is not a cursor: a next_cursor of an earlier page is"
+        ))
+    })
 }
 
 fn entry_of(version: &FileVersion, rules: &RuleSet) -> Entry {
@@ -592,8 +598,8 @@ pub fn files(view: &LakeView, filter: &FilesFilter) -> Result<FilesPage, FilterE
     let start = match &filter.cursor {
         None => 0,
         Some(cursor) => {
-            let after = key_of_cursor(cursor)?;
-            view.entries.partition_point(|e| e.key <= after)
+            let after = place_of_cursor(cursor)?;
+            view.entries.partition_point(|e| place_of(&e.key) <= after)
         }
     };
     let skip_reason = filter.skip_reason.map(|r| r.reason().as_str());
@@ -658,11 +664,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_cursors_round_trip_and_bad_ones_are_refused() {
-        let key = ("src".to_string(), b"a/b\xff.rs".to_vec());
-        assert_eq!(key_of_cursor(&cursor_of(&key)), Ok(key));
-        for bad in ["", "0", "zz", "00FF", "616263"] {
-            assert!(key_of_cursor(bad).is_err(), "{bad}");
+    fn api_cursors_are_places_in_the_key_order() {
+        let keys = [
+            ("a".to_string(), b"z".to_vec()),
+            ("ab".to_string(), b"a".to_vec()),
+            ("b".to_string(), b"a/b\xff.rs".to_vec()),
+            ("b".to_string(), b"a0".to_vec()),
+        ];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let places: Vec<Vec<u8>> = keys.iter().map(place_of).collect();
+        assert!(places.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(place_of_cursor(&cursor_of(&keys[2])), Ok(places[2].clone()));
+        for bad in ["", "0", "zz", "00FF", "+1"] {
+            assert!(place_of_cursor(bad).is_err(), "{bad}");
         }
     }
 }

@@ -91,7 +91,7 @@ pub fn document(rules: &[RuleInfo]) -> String {
             continue;
         };
         for operation in item.values_mut() {
-            let open = operation["security"] == json!([{}]);
+            let open = operation.get("security") == Some(&json!([{}]));
             let responses = &mut operation["responses"];
             if !open {
                 responses["401"] = json!({
@@ -103,7 +103,10 @@ pub fn document(rules: &[RuleInfo]) -> String {
                 "description": "The query string is too long",
                 "content": error.clone(),
             });
-            let Some(parameters) = operation["parameters"].as_array_mut() else {
+            let Some(parameters) = operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+            else {
                 continue;
             };
             restrict(parameters, "dimension", &dimensions);
