@@ -449,6 +449,7 @@ fn serve(
     config.audit_log = args.audit_log.clone();
     config.cors = args.cors.clone();
     config.rules = exoflow::api::RuleInfo::of(rules);
+    config.rule_set = Some(rules.clone());
     let live = Arc::new(exoflow::api::live::Live::default());
     let server = exoflow::api::server::Server::start(config, live.clone()).map_err(fail_api)?;
     eprintln!("serving on http://{}", server.addr());

@@ -19,6 +19,9 @@ use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt};
 
 use super::Token;
+use super::lake_view::{
+    DEFAULT_PAGE_SIZE, Duplicates, FileDetail, FilesFilter, FilesPage, SkipReasonName,
+};
 use super::live::StatRow;
 use super::query::{Change, EpochBody, Model, QueryError, RulesBody, StatsBody, StatsFilter};
 
@@ -28,9 +31,12 @@ pub const PATH: &str = "/graphql";
 pub const WS_PATH: &str = "/graphql/ws";
 /// Operations nested deeper than this are refused; the introspection query tools send fits.
 pub const MAX_DEPTH: usize = 16;
-/// Operations of more fields than this (aliases and fragments counted where they are used) are
-/// refused; the introspection query tools send fits.
+/// Operations of more fields than this (aliases and fragments counted where they are used, a
+/// page of files once per [`FILES_PER_UNIT`] files) are refused; the introspection query tools
+/// send fits.
 pub const MAX_COMPLEXITY: usize = 1000;
+/// A page of files costs its fields' complexity once per this many files it may hold.
+pub const FILES_PER_UNIT: usize = 100;
 /// Request bodies longer than this are refused (413).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A WebSocket that has not sent `connection_init` this long after it opened is closed.
@@ -53,6 +59,8 @@ fn graphql_error(error: QueryError) -> async_graphql::Error {
     let code = match error {
         QueryError::BadRequest(_) => "BAD_REQUEST",
         QueryError::Gone(_) => "GONE",
+        QueryError::NotFound(_) => "NOT_FOUND",
+        QueryError::NotReady(_) => "NOT_READY",
         QueryError::Internal(_) => "INTERNAL",
     };
     async_graphql::Error::new(error.message()).extend_with(|_, e| e.set("code", code))
@@ -95,6 +103,51 @@ impl QueryRoot {
     /// `/api/v1/epochs`).
     async fn epochs(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<EpochBody>> {
         model(ctx).epochs().await.map_err(graphql_error)
+    }
+
+    /// A page of the committed lake's current files, ordered by (source, path) (as
+    /// `/api/v1/files`): `first` files (its `limit`), after the previous page's `nextCursor`
+    /// (its `cursor`).
+    #[graphql(
+        complexity = "child_complexity * (first.unwrap_or(DEFAULT_PAGE_SIZE as u64) as usize).div_ceil(FILES_PER_UNIT)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn files(
+        &self,
+        ctx: &Context<'_>,
+        prefix: Option<String>,
+        language: Option<String>,
+        rule: Option<String>,
+        skip_reason: Option<SkipReasonName>,
+        first: Option<u64>,
+        after: Option<String>,
+    ) -> async_graphql::Result<FilesPage> {
+        let filter = FilesFilter {
+            prefix,
+            language,
+            rule,
+            skip_reason,
+            limit: first,
+            cursor: after,
+        };
+        model(ctx).files(&filter).await.map_err(graphql_error)
+    }
+
+    /// One current file of the committed lake by its lake key (as
+    /// `/api/v1/files/{source}/{path}`): its version, rule counts and match positions.
+    async fn file(
+        &self,
+        ctx: &Context<'_>,
+        source: String,
+        path: String,
+    ) -> async_graphql::Result<FileDetail> {
+        (model(ctx).file(&source, &path).await).map_err(graphql_error)
+    }
+
+    /// The committed lake's exact duplicate groups and near-duplicate clusters (as
+    /// `/api/v1/duplicates`).
+    async fn duplicates(&self, ctx: &Context<'_>) -> async_graphql::Result<Duplicates> {
+        model(ctx).duplicates().await.map_err(graphql_error)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::progress::Progress;
 pub const DEFAULT_DIFF_HISTORY: usize = 1024;
 
 /// One statistic as the API shows it: a row of `stats_current`, or a change of one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct StatRow {
     pub dimension: &'static str,
     pub key: String,

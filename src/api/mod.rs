@@ -9,9 +9,12 @@
 
 pub mod graphql;
 pub mod history;
+pub mod lake_view;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod query;
+pub mod rest;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -60,6 +63,8 @@ pub struct ServeConfig {
     pub lake: Option<PathBuf>,
     /// The pipeline's rules, for `/api/v1/rules`.
     pub rules: Vec<RuleInfo>,
+    /// The pipeline's compiled rules, to read the lake's rule counts by; None: no rules.
+    pub rule_set: Option<crate::pipeline::RuleSet>,
     /// Where one JSON line per request is appended; None: no audit log.
     pub audit_log: Option<PathBuf>,
     /// The origin browsers may call the API from; None: no CORS headers.
@@ -67,7 +72,7 @@ pub struct ServeConfig {
 }
 
 /// One of the pipeline's rules as `/api/v1/rules` shows it; a secret rule's pattern is withheld.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RuleInfo {
     pub id: String,
     pub pattern: Option<String>,
@@ -144,6 +149,7 @@ impl ServeConfig {
             tokens,
             lake: None,
             rules: Vec::new(),
+            rule_set: None,
             audit_log: None,
             cors: None,
         })

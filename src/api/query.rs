@@ -1,20 +1,24 @@
-//! The published snapshot and the lake's commit log -> the answers every face of the API gives:
+//! The published snapshot and the committed lake -> the answers every face of the API gives:
 //! filtered statistics, the change stream (a snapshot, then one diff per epoch, resumable from
-//! the lake), the committed epochs and the rules with their counts. REST and GraphQL only parse,
-//! call this and encode.
+//! the lake), the committed epochs, the rules with their counts, and the committed files and
+//! duplicates (from a [`LakeView`] cached by committed epoch). REST and GraphQL only parse, call
+//! this and encode.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::RuleInfo;
+use super::lake_view::{self, Duplicates, FileDetail, FilesFilter, FilesPage, LakeView};
 use super::live::{EpochDiff, Live, Snapshot, StatRow};
 use crate::dataflow::stats::{Dimension, Metric};
+use crate::pipeline::RuleSet;
 
 /// What the answers are read from: the live snapshot, the lake it commits to, the rules.
 #[derive(Clone)]
@@ -23,6 +27,18 @@ pub struct Model {
     /// Resumed streams and the epochs read the lake; None: no lake (no history, no epochs).
     pub lake: Option<Arc<PathBuf>>,
     pub rules: Arc<Vec<RuleInfo>>,
+    /// The compiled rules the lake's rule counts are read by.
+    pub rule_set: Arc<RuleSet>,
+    /// The committed lake's view, loaded again when the committed epoch moves.
+    pub view: Arc<ViewCache>,
+}
+
+/// The newest view the server loaded, and a lock so that one request loads a new one while
+/// the others wait for it.
+#[derive(Default)]
+pub struct ViewCache {
+    current: ArcSwapOption<LakeView>,
+    loading: tokio::sync::Mutex<()>,
 }
 
 /// Why a question has no answer; each face turns it into its own kind of error.
@@ -32,6 +48,10 @@ pub enum QueryError {
     BadRequest(String),
     /// What was asked for is no longer kept.
     Gone(String),
+    /// No such file.
+    NotFound(String),
+    /// The run is not ready: restoring the state or processing the first epoch.
+    NotReady(String),
     /// Reading the lake failed; the details are logged, not shown.
     Internal(String),
 }
@@ -39,7 +59,11 @@ pub enum QueryError {
 impl QueryError {
     pub fn message(&self) -> &str {
         match self {
-            QueryError::BadRequest(m) | QueryError::Gone(m) | QueryError::Internal(m) => m,
+            QueryError::BadRequest(m)
+            | QueryError::Gone(m)
+            | QueryError::NotFound(m)
+            | QueryError::NotReady(m)
+            | QueryError::Internal(m) => m,
         }
     }
 }
@@ -51,12 +75,17 @@ impl fmt::Display for QueryError {
 }
 
 /// The filters of the statistics; each absent one matches every row.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsFilter {
+    /// Only rows of this dimension.
     pub dimension: Option<String>,
+    /// Only rows with this key.
     pub key: Option<String>,
+    /// Only rows of this rule id.
     pub rule: Option<String>,
+    /// Only rows of this metric.
     pub metric: Option<String>,
 }
 
@@ -94,9 +123,9 @@ impl StatsFilter {
 }
 
 /// The statistics as of an epoch: the body of `/api/v1/stats` and of a stream's snapshot.
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct StatsBody {
-    /// Every epoch up to this one is counted.
+    /// Every epoch through this one is counted.
     pub epoch: u64,
     /// The lake's last commit.
     pub committed_epoch: u64,
@@ -147,7 +176,7 @@ pub enum Change {
 }
 
 /// One committed epoch as `/api/v1/epochs` shows it.
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct EpochBody {
     pub epoch: u64,
     /// RFC 3339, UTC.
@@ -161,7 +190,7 @@ pub struct EpochBody {
 }
 
 /// One of the pipeline's rules with its current counts.
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct RuleBody {
     pub id: String,
     /// Withheld (null) for a secret rule.
@@ -170,12 +199,12 @@ pub struct RuleBody {
     pub secret: bool,
     /// Current files with at least one match.
     pub files: i64,
-    /// Current matches.
+    /// Matches in the current files.
     pub matches: i64,
 }
 
-/// The rules as of an epoch.
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+/// The pipeline's rules with their counts, as of an epoch.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct RulesBody {
     pub epoch: u64,
     pub rules: Vec<RuleBody>,
@@ -237,6 +266,70 @@ impl Model {
             tracing::error!(error = %e, "cannot read the commit records");
             QueryError::Internal("cannot read the lake's commit records".into())
         })
+    }
+
+    /// The committed lake's view as of the latest snapshot's committed epoch: the cached one
+    /// while that epoch has not moved, else one loaded on a blocking thread.
+    pub async fn view(&self) -> Result<Arc<LakeView>, QueryError> {
+        let snapshot = self.live.snapshot();
+        if !snapshot.ready {
+            return Err(QueryError::NotReady(
+                "not ready: restoring the state or processing the first epoch".into(),
+            ));
+        }
+        let epoch = snapshot.committed_epoch;
+        let cached =
+            || (self.view.current.load_full()).filter(|view| view.committed_epoch == epoch);
+        if let Some(view) = cached() {
+            return Ok(view);
+        }
+        let _loading = self.view.loading.lock().await;
+        if let Some(view) = cached() {
+            return Ok(view);
+        }
+        let view = match self.lake.clone() {
+            None => Arc::new(LakeView::default()),
+            Some(lake) => {
+                let rules = self.rule_set.clone();
+                let loaded =
+                    tokio::task::spawn_blocking(move || LakeView::load(&lake, epoch, &rules))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|loaded| loaded.map_err(|e| e.to_string()));
+                let view = loaded.map_err(|error| {
+                    tracing::error!(error = %error, "cannot read the committed lake");
+                    QueryError::Internal("cannot read the committed lake".into())
+                })?;
+                Arc::new(view)
+            }
+        };
+        self.view.current.store(Some(view.clone()));
+        Ok(view)
+    }
+
+    /// A page of the committed lake's current files, ordered by (source, path).
+    pub async fn files(&self, filter: &FilesFilter) -> Result<FilesPage, QueryError> {
+        let view = self.view().await?;
+        lake_view::files(&view, filter).map_err(|e| QueryError::BadRequest(e.to_string()))
+    }
+
+    /// One current file of the committed lake. `source` and `path` are a lake key, looked up
+    /// in the view only: nothing here opens a file by them.
+    pub async fn file(&self, source: &str, path: &str) -> Result<FileDetail, QueryError> {
+        if let Some(reason) = not_a_key(source).or_else(|| not_a_key(path)) {
+            return Err(QueryError::BadRequest(format!(
+                "not a lake key: the path {reason}"
+            )));
+        }
+        let view = self.view().await?;
+        lake_view::file(&view, source, path).ok_or_else(|| {
+            QueryError::NotFound(format!("no current file {path:?} in source {source:?}"))
+        })
+    }
+
+    /// The committed lake's exact duplicate groups and near-duplicate clusters.
+    pub async fn duplicates(&self) -> Result<Duplicates, QueryError> {
+        Ok(lake_view::duplicates(&*self.view().await?))
     }
 
     /// The statistics the filter selects as a stream: without `since`, a snapshot, then the
@@ -350,6 +443,23 @@ impl Model {
     }
 }
 
+/// Why a path cannot be a lake key, if it cannot: keys are relative, '/'-separated names
+/// without empty, `.` or `..` components and without NUL.
+fn not_a_key(path: &str) -> Option<&'static str> {
+    if path.contains('\0') {
+        Some("holds a NUL")
+    } else if path.starts_with('/') {
+        Some("is absolute")
+    } else if path
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        Some("has an empty, '.' or '..' component")
+    } else {
+        None
+    }
+}
+
 /// The lake's kept commit records as epochs, newest first. Reads files: call it on a blocking
 /// thread.
 fn committed_epochs(lake: &std::path::Path) -> Result<Vec<EpochBody>, String> {
@@ -385,4 +495,28 @@ fn committed_epochs(lake: &std::path::Path) -> Result<Vec<EpochBody>, String> {
     }
     bodies.reverse();
     Ok(bodies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_a_key;
+
+    #[test]
+    fn api_only_relative_clean_names_are_lake_keys() {
+        for key in ["a.rs", "src/a.rs", "a..b/c", "dir\\..\\x", "...", "%2e%2e"] {
+            assert_eq!(not_a_key(key), None, "{key}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            "a\0b",
+        ] {
+            assert!(not_a_key(bad).is_some(), "{bad:?}");
+        }
+    }
 }

@@ -21,7 +21,10 @@ use tokio::sync::oneshot;
 
 use super::live::Live;
 use super::metrics::{self, Metrics};
-use super::query::{Change, Model, QueryError, StatsFilter};
+use super::query::{
+    Change, EpochBody, Model, QueryError, RulesBody, StatsBody, StatsFilter, ViewCache,
+};
+use super::rest;
 use super::{ApiError, RuleInfo, ServeConfig, Token};
 
 /// Query strings longer than this are refused (414).
@@ -72,12 +75,20 @@ impl Server {
             Some(origin) => Some(cors_layer(origin)?),
             None => None,
         };
+        let rule_set = match config.rule_set {
+            Some(rules) => rules,
+            None => crate::pipeline::RuleSet::compile(&[]).expect("no rules compile"),
+        };
+        let openapi = Arc::new(super::openapi::document(&config.rules));
         let mut app = router(AppState {
             metrics: Arc::new(Metrics::new(&live)),
             live,
             tokens: Arc::new(config.tokens),
             lake: config.lake.map(Arc::new),
             rules: Arc::new(config.rules),
+            rule_set: Arc::new(rule_set),
+            view: Arc::new(ViewCache::default()),
+            openapi,
             audit,
         });
         if let Some(cors) = cors {
@@ -135,23 +146,31 @@ impl Drop for Server {
 }
 
 #[derive(Clone)]
-struct AppState {
-    live: Arc<Live>,
+pub(super) struct AppState {
+    pub(super) live: Arc<Live>,
     metrics: Arc<Metrics>,
     tokens: Arc<Vec<Token>>,
     lake: Option<Arc<std::path::PathBuf>>,
     rules: Arc<Vec<RuleInfo>>,
+    /// The compiled rules the lake's rule counts are read by.
+    rule_set: Arc<crate::pipeline::RuleSet>,
+    /// The committed lake's view, loaded again when the committed epoch moves.
+    view: Arc<ViewCache>,
+    /// The OpenAPI document, as JSON.
+    openapi: Arc<String>,
     /// The audit log: one JSON line per request, appended.
     audit: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
 
 impl AppState {
     /// What the answers are read from.
-    fn model(&self) -> Model {
+    pub(super) fn model(&self) -> Model {
         Model {
             live: self.live.clone(),
             lake: self.lake.clone(),
             rules: self.rules.clone(),
+            rule_set: self.rule_set.clone(),
+            view: self.view.clone(),
         }
     }
 }
@@ -197,6 +216,10 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/stats/stream", get(stats_stream))
         .route("/api/v1/epochs", get(epochs))
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/files", get(rest::files))
+        .route("/api/v1/files/{source}/{*path}", get(rest::file))
+        .route("/api/v1/duplicates", get(rest::duplicates))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(super::graphql::routes(state.model(), state.tokens.clone()))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -204,15 +227,18 @@ fn router(state: AppState) -> Router {
 }
 
 /// An error answer: its status and a JSON body `{"error": "..."}`.
-struct ApiFailure(StatusCode, String);
+pub(super) struct ApiFailure(pub(super) StatusCode, pub(super) String);
+
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read.
+    pub error: String,
+}
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-        }
-        (self.0, Json(Body { error: self.1 })).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -287,11 +313,20 @@ pub(super) fn presented_token<'a>(tokens: &'a [Token], headers: &HeaderMap) -> O
     super::token_named(tokens, given.as_bytes())
 }
 
-async fn healthz() -> &'static str {
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+/// The restored state is applied and the run's first epoch processed.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not ready yet", body = ErrorBody),
+    ))]
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     if state.live.snapshot().ready {
         "ready\n".into_response()
     } else {
@@ -303,10 +338,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+/// The run's metrics in the OpenMetrics text format that Prometheus scrapes.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics", body = String,
+        content_type = "application/openmetrics-text")))]
+pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         (state.metrics).encode(&state.live, state.lake.as_deref().map(|p| p.as_path())),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
+pub(super) async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.as_str().to_string(),
     )
         .into_response()
 }
@@ -320,6 +370,8 @@ impl From<QueryError> for ApiFailure {
         let status = match error {
             QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
             QueryError::Gone(_) => StatusCode::GONE,
+            QueryError::NotFound(_) => StatusCode::NOT_FOUND,
+            QueryError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiFailure(status, error.message().to_string())
@@ -332,7 +384,13 @@ fn filter_of(query: Result<Query<StatsFilter>, QueryRejection>) -> Result<StatsF
     Ok(filter)
 }
 
-async fn stats(
+/// The live statistics, filtered.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "statistics", params(StatsFilter),
+    responses(
+        (status = 200, description = "The statistics as of an epoch", body = StatsBody),
+        (status = 400, description = "An unknown dimension or metric", body = ErrorBody),
+    ))]
+pub(super) async fn stats(
     State(state): State<AppState>,
     query: Result<Query<StatsFilter>, QueryRejection>,
 ) -> Result<Response, ApiFailure> {
@@ -340,25 +398,42 @@ async fn stats(
     Ok(Json(state.model().stats(&filter)?).into_response())
 }
 
+/// The lake's kept commit records, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct EpochsBody {
+    epochs: Vec<EpochBody>,
+}
+
 /// The committed epochs of the lake's kept commit records, newest first.
-async fn epochs(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+#[utoipa::path(get, path = "/api/v1/epochs", tag = "lake",
+    responses((status = 200, description = "Committed epochs, newest first", body = EpochsBody)))]
+pub(super) async fn epochs(State(state): State<AppState>) -> Result<Response, ApiFailure> {
     let epochs = state.model().epochs().await?;
-    Ok(Json(serde_json::json!({ "epochs": epochs })).into_response())
+    Ok(Json(EpochsBody { epochs }).into_response())
 }
 
 /// The pipeline's rules with the files and matches the live statistics count for each.
-async fn rules(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/api/v1/rules", tag = "statistics",
+    responses((status = 200, description = "The rules and their counts", body = RulesBody)))]
+pub(super) async fn rules(State(state): State<AppState>) -> Response {
     Json(state.model().rules()).into_response()
 }
 
 /// The filters of `/api/v1/stats/stream`: those of `/api/v1/stats` and where to resume.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct StreamQuery {
+    /// Only rows of this dimension.
     dimension: Option<String>,
+    /// Only rows with this key.
     key: Option<String>,
+    /// Only rows of this rule id.
     rule: Option<String>,
+    /// Only rows of this metric.
     metric: Option<String>,
+    /// Resume after this epoch (at most the current one): no snapshot, the diffs after it.
+    #[param(value_type = Option<u64>)]
     since: Option<String>,
 }
 
@@ -395,7 +470,17 @@ fn resume_point(since: Option<&str>, headers: &HeaderMap) -> Result<Option<u64>,
 /// (from the live history, or the lake's `stats_changes` for those it no longer holds), then
 /// the live ones. A client that falls behind the bounded diff history gets an `error` event and
 /// the stream ends.
-async fn stats_stream(
+#[utoipa::path(get, path = "/api/v1/stats/stream", tag = "statistics",
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this epoch, when `since` is not given")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `snapshot` (a StatsBody), then `diff` events \
+            (epoch and rows, the event id the epoch), or a final `error` event", body = String,
+            content_type = "text/event-stream"),
+        (status = 400, description = "An unknown dimension or metric, or a bad epoch", body = ErrorBody),
+        (status = 410, description = "The changes after that epoch are no longer kept", body = ErrorBody),
+    ))]
+pub(super) async fn stats_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
