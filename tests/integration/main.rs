@@ -1,6 +1,7 @@
 //! The integration tests, one binary: replay into a lake and check it with independent oracles.
 
 mod api;
+mod api_files;
 mod api_graphql;
 mod auto_compact;
 mod compact;
