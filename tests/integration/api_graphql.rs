@@ -613,3 +613,147 @@ fn api_graphql_needs_the_token_on_post_and_on_the_websocket() {
     );
     watch.stop();
 }
+
+/// The fields of a file, aliased to the names REST gives them.
+const FILE: &str = "source path path_bytes: pathBytes size hash lines entropy is_binary: isBinary \
+    language skip_reason: skipReason epoch rule_counts: ruleCounts";
+
+/// A page of files through GraphQL with `arguments`, as REST's `/api/v1/files` shows it.
+fn files_page(base: &str, arguments: &str) -> Value {
+    let query = format!(
+        "{{ files{arguments} {{ committed_epoch: committedEpoch files {{ {FILE} }} \
+           next_cursor: nextCursor }} }}"
+    );
+    graphql(base, &query)["files"].clone()
+}
+
+fn rest(base: &str, path: &str) -> (u16, Value) {
+    let (status, body) = get(base, path);
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+#[test]
+fn api_graphql_files_file_and_duplicates_equal_the_rest_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("tree"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..7 {
+        write(&dir, &format!("src/m{i}.rs"), format!("// TODO {i}\n"));
+    }
+    write(&dir, "src/same.rs", "// TODO 0\n");
+    write(&dir, "docs/notes.md", "# Notes\nFIXME later\n");
+    let long: String = (0..200)
+        .map(|i| format!("line {i} of a long file\n"))
+        .collect();
+    write(&dir, "near1.txt", &long);
+    write(&dir, "near2.txt", long.replace("line 7 ", "line seven "));
+    std::os::unix::fs::symlink("src/m0.rs", dir.join("link.rs")).unwrap();
+    let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/dedupe.json");
+    let (watch, base) = serve(&dir, &lake, &["--pipeline", pipeline, "--no-auto-compact"]);
+    eventually("every file listed and a duplicate group", || {
+        let (status, page) = rest(&base, "/api/v1/files?limit=1000");
+        let (_, duplicates) = rest(&base, "/api/v1/duplicates");
+        let listed = page["files"].as_array().map_or(0, Vec::len);
+        (status == 200 && listed == 12 && duplicates["exact"].as_array().unwrap().len() == 1)
+            .then_some(())
+            .ok_or(page.to_string())
+    });
+
+    // Page by page, `first` and `after` walk what `limit` and `cursor` walk.
+    let mut cursor: Option<String> = None;
+    let mut walked = 0;
+    loop {
+        let after = (cursor.as_ref()).map_or(String::new(), |c| format!(", after: \"{c}\""));
+        let position = (cursor.as_ref()).map_or(String::new(), |c| format!("&cursor={c}"));
+        let (status, want) = rest(&base, &format!("/api/v1/files?limit=3{position}"));
+        assert_eq!(status, 200, "{want}");
+        let got = files_page(&base, &format!("(first: 3{after})"));
+        assert_eq!(got, want);
+        walked += want["files"].as_array().unwrap().len();
+        match want["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(walked, 12);
+
+    // Filters, and what they refuse with the same message.
+    for (rest_query, arguments) in [
+        ("prefix=src/", "(prefix: \"src/\")"),
+        ("language=Markdown", "(language: \"Markdown\")"),
+        ("rule=todo&limit=2", "(rule: \"todo\", first: 2)"),
+        ("skip_reason=symlink", "(skipReason: SYMLINK)"),
+    ] {
+        let (status, want) = rest(&base, &format!("/api/v1/files?{rest_query}"));
+        assert_eq!(status, 200, "{want}");
+        assert!(
+            !want["files"].as_array().unwrap().is_empty(),
+            "{rest_query}: {want}"
+        );
+        assert_eq!(files_page(&base, arguments), want, "{arguments}");
+    }
+    for (rest_query, arguments) in [
+        ("limit=5000", "(first: 5000)"),
+        ("rule=nope", "(rule: \"nope\")"),
+        ("cursor=zz", "(after: \"zz\")"),
+    ] {
+        let (status, want) = rest(&base, &format!("/api/v1/files?{rest_query}"));
+        assert_eq!(status, 400, "{want}");
+        let error = graphql_error(&base, &format!("{{ files{arguments} {{ nextCursor }} }}"));
+        assert_eq!(error, want["error"].as_str().unwrap(), "{arguments}");
+    }
+
+    // One file, its matches included; an unknown key and a key that is no key.
+    let (status, want) = rest(&base, "/api/v1/files/tree/src/m3.rs");
+    assert_eq!(status, 200, "{want}");
+    assert_eq!(want["matches"].as_array().unwrap().len(), 1, "{want}");
+    let detail = format!(
+        "committed_epoch: committedEpoch file {{ {FILE} }} matches {{ rule line column offset excerpt }}"
+    );
+    let got = graphql(
+        &base,
+        &format!("{{ file(source: \"tree\", path: \"src/m3.rs\") {{ {detail} }} }}"),
+    );
+    assert_eq!(got["file"], want);
+    for path in ["src/none.rs", "src/../src/m3.rs"] {
+        let (status, want) = rest(&base, &format!("/api/v1/files/tree/{path}"));
+        assert!(status == 404 || status == 400, "{status} {want}");
+        let (_, got) = graphql_as(
+            &base,
+            None,
+            &format!("{{ file(source: \"tree\", path: \"{path}\") {{ {detail} }} }}"),
+        );
+        let error = &got["errors"][0];
+        assert_eq!(error["message"], want["error"], "{got}");
+        let code = if status == 404 {
+            "NOT_FOUND"
+        } else {
+            "BAD_REQUEST"
+        };
+        assert_eq!(error["extensions"]["code"], code, "{got}");
+    }
+
+    // Exact groups and near-duplicate clusters.
+    let (status, want) = rest(&base, "/api/v1/duplicates");
+    assert_eq!(status, 200);
+    assert_eq!(want["near"].as_array().unwrap().len(), 1, "{want}");
+    let got = graphql(
+        &base,
+        "{ duplicates { committed_epoch: committedEpoch exact { hash size files { source path } } \
+           near { cluster representative { source path } members { source path similarity } } } }",
+    );
+    assert_eq!(got["duplicates"], want);
+
+    // A page counts its fields once per 100 files it may hold: a few big pages run, many are
+    // too complex.
+    let big = |aliases: usize| -> String {
+        let pages: String = (0..aliases)
+            .map(|i| format!("p{i}: files(first: 1000) {{ files {{ {FILE} }} }} "))
+            .collect();
+        format!("{{ {pages} }}")
+    };
+    assert_eq!(graphql(&base, &big(3)).as_object().unwrap().len(), 3);
+    let error = graphql_error(&base, &big(10));
+    assert!(error.contains("too complex"), "{error}");
+    watch.stop();
+}
