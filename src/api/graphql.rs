@@ -12,11 +12,12 @@ use async_graphql::{
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::{Stream, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 
 use super::Token;
 use super::lake_view::{
@@ -279,29 +280,125 @@ async fn subscribe(
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            let (initialized, init_seen) = tokio::sync::oneshot::channel::<()>();
-            let connection = GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let _ = initialized.send(());
-                    if by_header || init_token(&tokens, &payload).is_some() {
-                        Ok(Data::default())
-                    } else {
-                        Err(async_graphql::Error::new(
-                            "a valid bearer token is required",
-                        ))
+            let (mut sink, mut stream) = socket.split();
+            let timed_out = {
+                let (initialized, init_seen) = tokio::sync::oneshot::channel::<()>();
+                let connection =
+                    GraphQLWebSocket::new_with_pair(&mut sink, &mut stream, schema, protocol)
+                        .on_connection_init(move |payload| async move {
+                            let _ = initialized.send(());
+                            if by_header || init_token(&tokens, &payload).is_some() {
+                                Ok(Data::default())
+                            } else {
+                                Err(async_graphql::Error::new(
+                                    "a valid bearer token is required",
+                                ))
+                            }
+                        })
+                        .serve();
+                let mut connection = std::pin::pin!(connection);
+                let initialised = tokio::select! {
+                    () = &mut connection => None,
+                    seen = tokio::time::timeout(INIT_TIMEOUT, init_seen) => {
+                        Some(matches!(seen, Ok(Ok(()))))
                     }
-                })
-                .serve();
-            let mut connection = std::pin::pin!(connection);
-            // A socket that never initialises would be held open for nothing: drop it.
-            tokio::select! {
-                () = &mut connection => return,
-                seen = tokio::time::timeout(INIT_TIMEOUT, init_seen) => {
-                    if !matches!(seen, Ok(Ok(()))) {
-                        return;
+                };
+                match initialised {
+                    None => false,
+                    Some(true) => {
+                        connection.await;
+                        false
                     }
+                    Some(false) => true,
                 }
+            };
+            // A socket that never initialises would be held open for nothing: 4408 is the
+            // protocol's close code for it.
+            if timed_out {
+                let close = CloseFrame {
+                    code: 4408,
+                    reason: "connection initialisation timeout".into(),
+                };
+                let _ = sink.send(Message::Close(Some(close))).await;
             }
-            connection.await;
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ServeConfig;
+    use super::super::live::{Live, StatRow};
+    use super::super::server::Server;
+    use std::sync::Arc;
+    use tungstenite::Message;
+
+    #[test]
+    fn api_a_subscriber_that_falls_behind_gets_an_error_and_the_subscription_ends() {
+        let live = Arc::new(Live::new(4));
+        let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
+        let server = Server::start(config, live.clone()).unwrap();
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}{}",
+            server.addr(),
+            super::WS_PATH
+        ))
+        .unwrap();
+        (request.headers_mut()).insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (mut socket, _) = tungstenite::connect(request).unwrap();
+        let mut send = |text: &str| socket.send(Message::text(text)).unwrap();
+        send(r#"{"type":"connection_init"}"#);
+        send(
+            r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { statsChanges { kind epoch rows { key value } } }"}}"#,
+        );
+        let mut read = move || loop {
+            match socket.read() {
+                Ok(Message::Text(text)) => {
+                    break Some(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+                }
+                Ok(Message::Close(_)) | Err(_) => break None,
+                Ok(_) => continue,
+            }
+        };
+        assert_eq!(read().unwrap()["type"], "connection_ack");
+        let snapshot = read().unwrap();
+        assert_eq!(
+            snapshot["payload"]["data"]["statsChanges"]["kind"],
+            "SNAPSHOT"
+        );
+        // The client reads nothing while far more diffs are published than the history and the
+        // socket's buffers hold: the server cannot send them, so its receiver lags.
+        let rows: Vec<StatRow> = (0..10)
+            .map(|i| StatRow {
+                dimension: "rule_dir",
+                key: format!("{i:0>100}"),
+                rule: Some("todo".into()),
+                metric: "files",
+                value: 1,
+            })
+            .collect();
+        let ids: Arc<[String]> = Arc::from(vec!["todo".to_string()]);
+        for epoch in 1..=20_000 {
+            live.publish(epoch, Default::default(), ids.clone(), rows.clone());
+        }
+        let mut diffs = 0;
+        let lagged = loop {
+            let message = read().expect("the subscription ends with an error, then completes");
+            let payload = &message["payload"];
+            if let Some(errors) = payload.get("errors") {
+                break errors[0].clone();
+            }
+            assert_eq!(payload["data"]["statsChanges"]["kind"], "DIFF", "{message}");
+            diffs += 1;
+        };
+        assert_eq!(lagged["extensions"]["code"], "LAGGED", "{lagged}");
+        assert!(diffs < 20_000, "{diffs} diffs");
+        let complete = read().unwrap();
+        assert_eq!(
+            (complete["type"].as_str(), complete["id"].as_str()),
+            (Some("complete"), Some("1"))
+        );
+    }
 }

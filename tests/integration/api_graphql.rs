@@ -536,6 +536,9 @@ fn api_graphql_needs_the_token_on_post_and_on_the_websocket() {
         &lake,
         &["--token-file", s(&tokens), "--audit-log", s(&audit)],
     );
+    // Opened now, never initialised: closed once the init timeout passes.
+    let idle = open_socket(&base, None).unwrap();
+    let opened = std::time::Instant::now();
     let query = "{ rules { epoch } }";
     assert_eq!(graphql_as(&base, None, query).0, 401);
     assert_eq!(graphql_as(&base, Some("wrong-token"), query).0, 401);
@@ -586,6 +589,14 @@ fn api_graphql_needs_the_token_on_post_and_on_the_websocket() {
     assert_eq!(
         message["payload"]["data"]["statsChanges"]["kind"],
         "SNAPSHOT"
+    );
+
+    let mut idle = idle;
+    assert_eq!(receive(&mut idle), None, "closed, with nothing sent");
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "{waited:?}"
     );
 
     // The audit log names the token of each request, never the token itself.
