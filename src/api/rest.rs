@@ -22,7 +22,7 @@ pub struct ViewCache {
 
 /// The view as of the committed epoch of the latest snapshot: the cached one while that epoch
 /// has not moved, else one loaded on a blocking thread. 503 before the run is ready.
-async fn current_view(state: &AppState) -> Result<Arc<LakeView>, ApiFailure> {
+pub(super) async fn current_view(state: &AppState) -> Result<Arc<LakeView>, ApiFailure> {
     let snapshot = state.live.snapshot();
     if !snapshot.ready {
         return Err(ApiFailure(

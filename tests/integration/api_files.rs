@@ -7,9 +7,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
-use arrow_array::{Array, RecordBatch};
 use serde_json::Value;
 
 use crate::util::{Watching, current_versions, parts, read_batches, write};
