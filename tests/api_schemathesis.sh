@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${EXOFLOW_BIN:-target/debug/exoflow}
 [ -x "$bin" ] || { echo "no $bin: build it first (cargo build)" >&2; exit 1; }
-command -v schemathesis >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 work=$(mktemp -d)
 watch_pid=
