@@ -287,12 +287,23 @@ async fn subscribe(
                     GraphQLWebSocket::new_with_pair(&mut sink, &mut stream, schema, protocol)
                         .on_connection_init(move |payload| async move {
                             let _ = initialized.send(());
-                            if by_header || init_token(&tokens, &payload).is_some() {
-                                Ok(Data::default())
-                            } else {
-                                Err(async_graphql::Error::new(
-                                    "a valid bearer token is required",
-                                ))
+                            if by_header {
+                                return Ok(Data::default());
+                            }
+                            match init_token(&tokens, &payload) {
+                                Some(name) => {
+                                    tracing::info!(
+                                        token = name,
+                                        "graphql-ws connection initialised"
+                                    );
+                                    Ok(Data::default())
+                                }
+                                None => {
+                                    tracing::info!("graphql-ws connection refused: no valid token");
+                                    Err(async_graphql::Error::new(
+                                        "a valid bearer token is required",
+                                    ))
+                                }
                             }
                         })
                         .serve();
