@@ -239,7 +239,8 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| {
             let pair = text.get(i..i + 2)?;
-            if pair.bytes().any(|b| b.is_ascii_uppercase()) {
+            // from_str_radix takes a sign ("+1") and upper case; a cursor is lower-case hex.
+            if !pair.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return None;
             }
             u8::from_str_radix(pair, 16).ok()
