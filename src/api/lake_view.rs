@@ -235,7 +235,8 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| {
             let pair = text.get(i..i + 2)?;
-            if pair.bytes().any(|b| b.is_ascii_uppercase()) {
+            // Lowercase hex digits only: `from_str_radix` alone also takes a sign.
+            if !pair.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return None;
             }
             u8::from_str_radix(pair, 16).ok()

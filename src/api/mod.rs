@@ -1,6 +1,8 @@
 //! The live service: the snapshot the commit coordinator publishes ([`live`]) -> an HTTP server on
 //! its own threads ([`server`]) with health checks, the statistics as JSON and as a change stream,
-//! and Prometheus metrics ([`metrics`]).
+//! and Prometheus metrics ([`metrics`]); the committed lake -> one model of its current files and
+//! duplicates ([`lake_view`]) that the `files` and `duplicates` routes ([`rest`]) answer from; the
+//! routes' OpenAPI document ([`openapi`]).
 //!
 //! **The API never blocks a worker**: the workers only swap in an immutable [`live::Snapshot`] and
 //! send a diff into a bounded broadcast channel; a client that falls behind that channel is
