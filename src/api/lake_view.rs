@@ -239,7 +239,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| {
             let pair = text.get(i..i + 2)?;
-            // from_str_radix takes a sign ("+1") and upper case; a cursor is lower-case hex.
+            // Lowercase hex digits only: `from_str_radix` alone also takes a sign.
             if !pair.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return None;
             }
