@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::pipeline::RuleSet;
-use crate::sink::commit::{part_epochs, parts, records};
+use crate::sink::commit::{checkpoint_dir, part_epochs, parts, records};
 use crate::sink::restore::{self, StateRange};
 use crate::source::path_id;
 use crate::version::{FileVersion, SkipReason};
@@ -365,15 +365,15 @@ fn lake_unchanged(
     })
 }
 
-/// The checkpoint a read as of `through` may start from: that of the newest kept record at or
-/// before it.
+/// The checkpoint a read as of `through` may start from: the newest one a kept record names
+/// that is at most `through` and still there (a newer record removes its predecessor's); None
+/// reads every part.
 fn checkpoint_for(root: &Path, through: u64) -> Option<u64> {
     records(root)
         .into_iter()
         .rev()
-        .find(|r| r.epoch <= through)
-        .and_then(|r| r.checkpoint)
-        .filter(|&c| c <= through)
+        .filter_map(|r| r.checkpoint)
+        .find(|&c| c <= through && checkpoint_dir(root, c).is_dir())
 }
 
 fn read_view(root: &Path, through: u64, rules: &RuleSet) -> Result<LakeView, String> {

@@ -526,3 +526,50 @@ fn api_the_openapi_document_lists_every_route_and_needs_the_token() {
     assert_eq!(status, 404);
     watch.stop();
 }
+
+#[test]
+fn api_files_follow_the_lake_across_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    let lake = tmp.path().join("lake");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (watch, base) = Watching::serving(&dir, &lake, &["--checkpoint-rows", "1"]);
+    let named_checkpoint = || {
+        // The newest commit record names a checkpoint that is on disk.
+        let newest = (std::fs::read_dir(lake.join("_exoflow/commits")).ok()?)
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .max()?;
+        let record: Value = serde_json::from_slice(&std::fs::read(newest).ok()?).ok()?;
+        let epoch = record["checkpoint"].as_u64()?;
+        lake.join(format!("_exoflow/checkpoint-{epoch}"))
+            .is_dir()
+            .then_some(epoch)
+    };
+    let mut round = 0;
+    while named_checkpoint().is_none() || round < 3 {
+        assert!(round < 60, "no checkpoint after {round} rounds");
+        for i in 0..3 {
+            write(
+                &dir,
+                &format!("f{i}.txt"),
+                format!("TODO {}\n", "x".repeat(round)),
+            );
+        }
+        // Each round's files are a byte longer than the last's.
+        let expected = 6 + round as u64;
+        eventually("the round is committed", || {
+            let (status, body) = get(&base, "/api/v1/files/ckpt/f2.txt");
+            let size = body["file"]["size"].as_u64();
+            (status == 200 && size == Some(expected))
+                .then_some(())
+                .ok_or(body.to_string())
+        });
+        round += 1;
+    }
+    let files = settled(&base, &lake, 3);
+    for file in &files {
+        assert_eq!(file["rule_counts"]["todo"], 1, "{file}");
+    }
+    watch.stop();
+}
