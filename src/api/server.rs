@@ -239,7 +239,8 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     } else {
         next.run(request).await
     };
-    state.metrics.request(&route, response.status().as_u16());
+    let seconds = started.elapsed().as_secs_f64();
+    (state.metrics).request(&route, response.status().as_u16(), seconds);
     if let Some(audit) = &state.audit {
         let line = AuditLine {
             time,
@@ -248,7 +249,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
             method: method.as_str(),
             route: matched.as_deref(),
             status: response.status().as_u16(),
-            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+            duration_ms: seconds * 1e3,
             bytes: response.body().size_hint().exact(),
         };
         let mut text = serde_json::to_vec(&line).expect("an audit line encodes");

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::util::{Watching, exoflow, python, s, stats_current, write};
 
-fn agent() -> ureq::Agent {
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
@@ -19,14 +19,17 @@ fn agent() -> ureq::Agent {
 }
 
 /// The status and body of a GET.
-fn get(base: &str, path: &str) -> (u16, String) {
+pub fn get(base: &str, path: &str) -> (u16, String) {
     let mut response = agent().get(format!("{base}{path}")).call().unwrap();
     let status = response.status().as_u16();
     (status, response.body_mut().read_to_string().unwrap())
 }
 
 /// Polls `check` every 50 ms for up to 20 s; panics with the last value when it never holds.
-fn eventually<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let started = Instant::now();
     loop {
         match check() {
@@ -40,7 +43,7 @@ fn eventually<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> Result<
 }
 
 /// A watch with a server, once `/healthz` answers.
-fn serve(dir: &std::path::Path, lake: &std::path::Path, extra: &[&str]) -> (Watching, String) {
+pub fn serve(dir: &std::path::Path, lake: &std::path::Path, extra: &[&str]) -> (Watching, String) {
     let (watch, base) = Watching::serving(dir, lake, extra);
     eventually("/healthz answers", || {
         agent()
@@ -53,7 +56,7 @@ fn serve(dir: &std::path::Path, lake: &std::path::Path, extra: &[&str]) -> (Watc
 }
 
 /// Rows as `stats_current` prints them: `dimension key rule metric value`.
-fn printed(rows: &Value) -> Vec<String> {
+pub fn printed(rows: &Value) -> Vec<String> {
     let mut printed: Vec<String> = rows
         .as_array()
         .unwrap()
@@ -74,17 +77,17 @@ fn printed(rows: &Value) -> Vec<String> {
     printed
 }
 
-fn stats(base: &str, query: &str) -> Value {
+pub fn stats(base: &str, query: &str) -> Value {
     let (status, body) = get(base, &format!("/api/v1/stats{query}"));
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
-fn files_total(stats: &Value) -> i64 {
+pub fn files_total(stats: &Value) -> i64 {
     total(stats, "files")
 }
 
-fn total(stats: &Value, metric: &str) -> i64 {
+pub fn total(stats: &Value, metric: &str) -> i64 {
     stats["rows"]
         .as_array()
         .unwrap()
@@ -94,12 +97,12 @@ fn total(stats: &Value, metric: &str) -> i64 {
 }
 
 /// A consumer of `/api/v1/stats/stream`: each event's name and parsed data, on a thread.
-fn subscribe(base: &str) -> mpsc::Receiver<(String, Option<String>, Value)> {
+pub fn subscribe(base: &str) -> mpsc::Receiver<(String, Option<String>, Value)> {
     subscribe_to(base, "/api/v1/stats/stream", None)
 }
 
 /// A consumer of `path`, sending `Last-Event-ID` when given one.
-fn subscribe_to(
+pub fn subscribe_to(
     base: &str,
     path: &str,
     last_event_id: Option<u64>,
@@ -140,9 +143,9 @@ fn subscribe_to(
 }
 
 /// Statistics summed from a stream, by (dimension, key, rule, metric).
-type Summed = BTreeMap<[String; 4], i64>;
+pub type Summed = BTreeMap<[String; 4], i64>;
 
-fn add(summed: &mut Summed, rows: &Value) {
+pub fn add(summed: &mut Summed, rows: &Value) {
     for r in rows.as_array().unwrap() {
         let key = ["dimension", "key", "rule", "metric"]
             .map(|f| r[f].as_str().unwrap_or("null").to_string());
@@ -298,6 +301,43 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
         "{samples}"
     );
     assert!(parsed("exoflow_lake_bytes{}") > 0.0, "{samples}");
+    // Files read counts each upsert taken (read, or a skipped symlink) and no delete: here every
+    // upsert was written.
+    assert_eq!(
+        parsed("exoflow_files_total{}"),
+        parsed("exoflow_events_total{kind=\"upsert\"}"),
+        "{samples}"
+    );
+    for kind in [
+        "unreadable",
+        "vanished",
+        "watch",
+        "lake_write",
+        "commit",
+        "compaction",
+    ] {
+        let name = format!("exoflow_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(parsed(&name), 0.0, "{samples}");
+    }
+    // Settled: nothing waits in the queues.
+    assert_eq!(parsed("exoflow_event_queue_depth{}"), 0.0, "{samples}");
+    assert_eq!(parsed("exoflow_events_in_flight{}"), 0.0, "{samples}");
+    // The requests this test made, timed by route.
+    let stats_route = "route=\"/api/v1/stats\"";
+    let requests = parsed(&format!(
+        "exoflow_http_request_duration_seconds_count{{{stats_route}}}"
+    ));
+    assert!(requests >= 5.0, "{samples}");
+    assert_eq!(
+        parsed(&format!(
+            "exoflow_http_request_duration_seconds_bucket{{le=\"+Inf\",{stats_route}}}"
+        )),
+        requests
+    );
+    let seconds = parsed(&format!(
+        "exoflow_http_request_duration_seconds_sum{{{stats_route}}}"
+    ));
+    assert!(seconds > 0.0 && seconds < requests * 5.0, "{samples}");
     watch.stop();
 }
 
@@ -402,7 +442,7 @@ fn api_tokens_guard_everything_but_the_health_checks() {
 
 /// Reads diff events into `summed` until it equals `/api/v1/stats` with `files` files; returns
 /// the last event id seen (or `last`).
-fn sum_until_settled(
+pub fn sum_until_settled(
     base: &str,
     stream: &mpsc::Receiver<(String, Option<String>, Value)>,
     summed: &mut Summed,
