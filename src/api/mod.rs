@@ -4,8 +4,10 @@
 //!
 //! **The API never blocks a worker**: the workers only swap in an immutable [`live::Snapshot`] and
 //! send a diff into a bounded broadcast channel; a client that falls behind that channel is
-//! disconnected with a final `error` event.
+//! disconnected with a final `error` event. `exoflow serve` publishes the same snapshot from a
+//! lake another process writes ([`follow`]), read-only.
 
+pub mod follow;
 pub mod history;
 pub mod live;
 pub mod metrics;
