@@ -15,6 +15,7 @@ mod near_duplicates;
 mod replay;
 mod replay_stop;
 mod restart;
+mod serve;
 mod stats;
 mod util;
 mod watch;
