@@ -74,6 +74,12 @@ impl Batcher {
         self.entries.is_empty()
     }
 
+    /// The entries of files that are there (read, or recorded with a skip reason): every entry
+    /// but the deletes.
+    pub fn files(&self) -> usize {
+        self.entries.iter().filter(|e| !e.deleted).count()
+    }
+
     /// Content bytes gathered so far.
     pub fn bytes(&self) -> usize {
         self.values.len()

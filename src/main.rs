@@ -45,6 +45,12 @@ enum Command {
     /// on the lake removes what it left. Takes the lake's lock: no replay or watch may write it
     /// meanwhile.
     Compact(CompactArgs),
+    /// Serve a lake's statistics over HTTP, read-only, following the commits of a run that
+    /// writes it, until Ctrl-C or SIGTERM.
+    ///
+    /// Never takes the lake's lock and never writes to it. Ready (/readyz 200) once the lake has
+    /// a commit; each new commit's changes reach /api/v1/stats and the change stream.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +96,13 @@ struct WatchArgs {
     /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
     #[arg(long)]
     no_ignore: bool,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// The HTTP server's options, which watch, replay and serve share.
+#[derive(Debug, clap::Args)]
+struct HttpArgs {
     /// Serve the live statistics, health checks and metrics over HTTP on this address (like
     /// 127.0.0.1:8484). A non-loopback address needs a token.
     #[arg(long, value_name = "ADDR")]
@@ -106,6 +119,20 @@ struct WatchArgs {
     /// without it.
     #[arg(long, value_name = "ORIGIN", requires = "http")]
     cors: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(mut_arg("http", |a| a.required(true)))]
+struct ServeArgs {
+    /// The lake directory. It is only read: a watch or replay may be writing it meanwhile.
+    #[arg(value_name = "LAKE")]
+    lake: PathBuf,
+    #[command(flatten)]
+    http: HttpArgs,
+    /// The pipeline file the lake was written with, for the rules' patterns in /api/v1/rules
+    /// [default: the built-in pack, when the lake was written with it].
+    #[arg(long, value_name = "FILE")]
+    pipeline: Option<PathBuf>,
 }
 
 /// What replay and watch share: where the lake is, which rules, how many workers.
@@ -274,14 +301,12 @@ struct ReplayArgs {
     /// Take every entry: ignore no .gitignore/.ignore rules and include .git/.
     #[arg(long)]
     no_ignore: bool,
-    /// Serve the live statistics, health checks and metrics over HTTP on this address (like
-    /// 127.0.0.1:8484). A non-loopback address needs a token.
-    #[arg(long, value_name = "ADDR")]
-    http: Option<std::net::SocketAddr>,
-    /// Bearer tokens the server accepts, one a line (`name:token` or a bare token); the
-    /// EXOFLOW_TOKEN environment variable adds one. /healthz and /readyz need none.
-    #[arg(long, value_name = "FILE", requires = "http")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Once the replay is done, print its summary and keep serving its final statistics until
+    /// Ctrl-C or SIGTERM (exit 0); without it the server stops with the replay.
+    #[arg(long, requires = "http")]
+    serve: bool,
 }
 
 /// glibc's malloc hands large freed blocks back to the kernel (munmap, heap trimming) and maps
@@ -337,6 +362,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => run_watch(args),
         Command::Stats(args) => run_stats(args),
         Command::Compact(args) => run_compact(args),
+        Command::Serve(args) => run_serve(args),
     }
 }
 
@@ -390,10 +416,10 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         Ok(device) => device,
         Err(code) => return code,
     };
-    let server = match args.http.map(|addr| serve(addr, &args, &pipeline.rules)) {
-        Some(Ok(server)) => Some(server),
-        Some(Err(code)) => return code,
-        None => None,
+    let rules = exoflow::api::RuleInfo::of(&pipeline.rules);
+    let server = match start_server(&args.http, &args.run.out, rules) {
+        Ok(server) => server,
+        Err(code) => return code,
     };
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
@@ -432,12 +458,19 @@ fn run_watch(args: WatchArgs) -> ExitCode {
     }
 }
 
-/// Starts the server, or says why not: a configuration error is a usage error (exit 2).
-fn serve(
-    addr: std::net::SocketAddr,
-    args: &WatchArgs,
-    rules: &exoflow::pipeline::RuleSet,
-) -> Result<(exoflow::api::server::Server, Arc<exoflow::api::live::Live>), ExitCode> {
+/// A server and the snapshot it serves.
+type Serving = (exoflow::api::server::Server, Arc<exoflow::api::live::Live>);
+
+/// Starts the server when `--http` is given, or says why not: a configuration error is a usage
+/// error (exit 2).
+fn start_server(
+    args: &HttpArgs,
+    lake: &std::path::Path,
+    rules: Vec<exoflow::api::RuleInfo>,
+) -> Result<Option<Serving>, ExitCode> {
+    let Some(addr) = args.http else {
+        return Ok(None);
+    };
     let fail_api = |e: exoflow::api::ApiError| {
         let code = if e.is_usage() { 2 } else { 1 };
         fail(&anyhow::Error::new(e), code)
@@ -445,15 +478,58 @@ fn serve(
     let env = std::env::var(exoflow::api::TOKEN_ENV).ok();
     let tokens = exoflow::api::load_tokens(args.token_file.as_deref(), env).map_err(fail_api)?;
     let mut config = exoflow::api::ServeConfig::new(addr, tokens).map_err(fail_api)?;
-    config.lake = Some(args.run.out.clone());
+    config.lake = Some(lake.to_path_buf());
     config.audit_log = args.audit_log.clone();
     config.cors = args.cors.clone();
-    config.rules = exoflow::api::RuleInfo::of(rules);
-    config.rule_set = Some(rules.clone());
+    config.rules = rules;
     let live = Arc::new(exoflow::api::live::Live::default());
     let server = exoflow::api::server::Server::start(config, live.clone()).map_err(fail_api)?;
     eprintln!("serving on http://{}", server.addr());
-    Ok((server, live))
+    Ok(Some((server, live)))
+}
+
+fn run_serve(args: ServeArgs) -> ExitCode {
+    use exoflow::api::follow;
+    if let Err(e) = follow::check_lake(&args.lake) {
+        return fail(&anyhow::Error::new(e), 2);
+    }
+    let pipeline = match &args.pipeline {
+        Some(path) => match Pipeline::load(path) {
+            Ok(pipeline) => Some(pipeline),
+            Err(e) => return fail(&anyhow::Error::new(e), 2),
+        },
+        None => None,
+    };
+    let rules = match follow::rules(&args.lake, pipeline.as_ref()) {
+        Ok(rules) => rules,
+        Err(e) => return fail(&anyhow::Error::new(e), 2),
+    };
+    let (server, live) = match start_server(&args.http, &args.lake, rules) {
+        Ok(Some(serving)) => serving,
+        Ok(None) => unreachable!("--http is required"),
+        Err(code) => return code,
+    };
+    let stop = match stop_on_signals() {
+        Ok(stop) => stop,
+        Err(code) => return code,
+    };
+    let follower = follow::follow(args.lake.clone(), live, stop.clone());
+    eprintln!(
+        "serving {} read-only; Ctrl-C or SIGTERM stops",
+        args.lake.display()
+    );
+    wait_for(&stop);
+    follower.thread().unpark();
+    let _ = follower.join();
+    drop(server);
+    ExitCode::SUCCESS
+}
+
+/// Waits until Ctrl-C or SIGTERM sets `stop`.
+fn wait_for(stop: &AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn run_compact(args: CompactArgs) -> ExitCode {
@@ -508,6 +584,11 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         Ok(device) => device,
         Err(code) => return code,
     };
+    let rules = exoflow::api::RuleInfo::of(&pipeline.rules);
+    let server = match start_server(&args.http, &args.run.out, rules) {
+        Ok(server) => server,
+        Err(code) => return code,
+    };
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
         Err(code) => return code,
@@ -526,7 +607,8 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         commit_interval: args.run.commit_interval,
         checkpoint_rows: args.run.checkpoint_rows,
         auto_compact,
-        stop: Some(stop),
+        stop: Some(stop.clone()),
+        live: server.as_ref().map(|(_, live)| live.clone()),
     };
     match replay(options) {
         Ok(summary) => {
@@ -544,7 +626,16 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
                     );
                     ExitCode::from(130)
                 }
-                None => ExitCode::SUCCESS,
+                None => {
+                    if let Some((_, live)) = server.as_ref().filter(|_| args.serve) {
+                        // The replay is over: its statistics are final, and ready.
+                        let snapshot = live.snapshot();
+                        live.advance(snapshot.epoch, snapshot.committed_epoch, true);
+                        eprintln!("serving the final statistics; Ctrl-C or SIGTERM stops");
+                        wait_for(&stop);
+                    }
+                    ExitCode::SUCCESS
+                }
             }
         }
         Err(ReplayError::Input(e)) => fail(&anyhow::Error::new(e), 2),

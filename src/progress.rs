@@ -10,6 +10,38 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::version::SkipReason;
 
+/// A failure a run counts and carries on from (or, for a lake write or a commit, stops at); the
+/// files that could not be read are counted by their [`SkipReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The watcher reported an error, or part of a watched tree could not be listed or watched.
+    Watch,
+    /// A part file could not be written.
+    LakeWrite,
+    /// A commit failed.
+    Commit,
+    /// A background compaction failed or could not list the lake's parts.
+    Compaction,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Watch,
+        ErrorKind::LakeWrite,
+        ErrorKind::Commit,
+        ErrorKind::Compaction,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Watch => "watch",
+            ErrorKind::LakeWrite => "lake_write",
+            ErrorKind::Commit => "commit",
+            ErrorKind::Compaction => "compaction",
+        }
+    }
+}
+
 /// Files and bytes featurized so far, and the other counters of the run that `/metrics` shows.
 #[derive(Debug)]
 pub struct Progress {
@@ -19,6 +51,11 @@ pub struct Progress {
     deletes: AtomicU64,
     skipped: [AtomicU64; SkipReason::ALL.len()],
     rescans: AtomicU64,
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// Events waiting between the sources and the workers, as a worker last saw it.
+    queued: AtomicU64,
+    /// Events admitted into the graph and not yet featurized, as a worker last saw it.
+    in_flight: AtomicU64,
     /// Seconds from an event's receipt to the commit of the statistics reflecting it.
     pub event_latency: Histogram,
     /// Seconds each lake commit took.
@@ -34,6 +71,9 @@ impl Default for Progress {
             deletes: AtomicU64::default(),
             skipped: Default::default(),
             rescans: AtomicU64::default(),
+            errors: Default::default(),
+            queued: AtomicU64::default(),
+            in_flight: AtomicU64::default(),
             // 1 ms to about 65 s.
             event_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             // 1 ms to about 33 s.
@@ -43,6 +83,7 @@ impl Default for Progress {
 }
 
 impl Progress {
+    /// `files` files were read (or found unreadable) with `bytes` bytes of content.
     pub fn add(&self, files: u64, bytes: u64) {
         self.files.fetch_add(files, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -90,6 +131,32 @@ impl Progress {
     /// Rescans of the watched roots.
     pub fn rescans(&self) -> u64 {
         self.rescans.load(Ordering::Relaxed)
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failures of `kind` so far.
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// The depths of the flow control's queues: events waiting in the channel from the sources,
+    /// and events in the graph not yet featurized.
+    pub fn set_queues(&self, queued: usize, in_flight: usize) {
+        self.queued.store(queued as u64, Ordering::Relaxed);
+        self.in_flight.store(in_flight as u64, Ordering::Relaxed);
+    }
+
+    /// Events waiting in the channel from the sources.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Events in the graph not yet featurized.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 }
 

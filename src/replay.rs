@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use crate::api::live::Live;
 use crate::dataflow::commit::ReplayPlan;
 use crate::dataflow::{self, GraphError, GraphPlan};
 use crate::epochs::EpochClock;
@@ -47,6 +48,8 @@ pub struct ReplayOptions {
     pub auto_compact: Option<AutoCompact>,
     /// Set by Ctrl-C or SIGTERM: the replay stops where it is and commits what is complete.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Where the live statistics and the run's counters are published for a server.
+    pub live: Option<Arc<Live>>,
 }
 
 /// Why a replay could not run at all.
@@ -166,7 +169,10 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         clock.stop_on(stop.clone());
     }
     let workers = options.workers.max(1);
-    let progress = Arc::new(Progress::default());
+    let progress = match &options.live {
+        Some(live) => live.progress.clone(),
+        None => Arc::new(Progress::default()),
+    };
     let display = ProgressDisplay::start(progress.clone(), options.progress_bar);
     let rule_ids = (0..options.pipeline.rules.len() as u32)
         .map(|i| options.pipeline.rules.id(i).to_string())
@@ -248,7 +254,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         stage: Arc::new(KernelStage::new(options.device.backend(), options.pipeline)),
         progress: progress.clone(),
         latency: None,
-        live: None,
+        live: options.live.clone(),
     };
     let kernels = options.device.description();
     let graph = dataflow::run(plan, receiver);

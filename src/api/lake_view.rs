@@ -15,7 +15,6 @@ use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::pipeline::RuleSet;
 use crate::sink::commit::{checkpoint_dir, part_epochs, parts, records};
 use crate::sink::restore::{self, StateRange};
 use crate::source::path_id;
@@ -270,7 +269,7 @@ fn place_of_cursor(cursor: &str) -> Result<Vec<u8>, FilterError> {
     })
 }
 
-fn entry_of(version: &FileVersion, rules: &RuleSet) -> Entry {
+fn entry_of(version: &FileVersion, rule_ids: &[String]) -> Entry {
     let path = version.path_lossy().into_owned();
     let exact = std::str::from_utf8(&version.path).is_ok();
     let features = version.features.as_ref();
@@ -289,7 +288,7 @@ fn entry_of(version: &FileVersion, rules: &RuleSet) -> Entry {
             skip_reason: version.skip_reason.map(|r| r.as_str().to_string()),
             epoch: version.epoch,
             rule_counts: (version.rule_counts.iter())
-                .map(|&(rule, count)| (rules.id(rule).to_string(), count))
+                .map(|&(rule, count)| (rule_ids[rule as usize].clone(), count))
                 .collect(),
         },
         matches: Vec::new(),
@@ -300,11 +299,12 @@ impl LakeView {
     /// The view of the lake at `root` as of the committed epoch `through` (0: an empty view).
     /// A compaction or checkpoint that changes the lake's files while they are read makes it
     /// read again.
-    pub fn load(root: &Path, through: u64, rules: &RuleSet) -> Result<LakeView, LoadError> {
+    /// `rule_ids` names the pipeline's rules by index.
+    pub fn load(root: &Path, through: u64, rule_ids: &[String]) -> Result<LakeView, LoadError> {
         let mut tries = 0;
         loop {
             let before = part_names(root);
-            let read = read_view(root, through, rules);
+            let read = read_view(root, through, rule_ids);
             let stable = lake_unchanged(&before, &part_names(root), through);
             let reason = match read {
                 Ok(view) if stable => return Ok(view),
@@ -376,10 +376,8 @@ fn checkpoint_for(root: &Path, through: u64) -> Option<u64> {
         .find(|&c| c <= through && checkpoint_dir(root, c).is_dir())
 }
 
-fn read_view(root: &Path, through: u64, rules: &RuleSet) -> Result<LakeView, String> {
-    let rule_ids: HashSet<String> = (0..rules.len() as u32)
-        .map(|r| rules.id(r).to_string())
-        .collect();
+fn read_view(root: &Path, through: u64, ids: &[String]) -> Result<LakeView, String> {
+    let rule_ids: HashSet<String> = ids.iter().cloned().collect();
     if through == 0 {
         return Ok(LakeView {
             rule_ids,
@@ -390,8 +388,8 @@ fn read_view(root: &Path, through: u64, rules: &RuleSet) -> Result<LakeView, Str
         checkpoint: checkpoint_for(root, through),
         through,
     };
-    let state = restore::load(root, range, rules).map_err(|e| e.to_string())?;
-    let mut entries: Vec<Entry> = state.versions.iter().map(|v| entry_of(v, rules)).collect();
+    let state = restore::load(root, range, ids).map_err(|e| e.to_string())?;
+    let mut entries: Vec<Entry> = state.versions.iter().map(|v| entry_of(v, ids)).collect();
     entries.sort_by(|a, b| a.key.cmp(&b.key));
     let index: HashMap<(u128, u64), usize> = (state.versions.iter())
         .map(|v| {

@@ -7,9 +7,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::live::Live;
+use crate::progress::ErrorKind;
 use crate::sink::commit::{PART_TABLES, parts};
 use crate::version::SkipReason;
 
@@ -22,6 +24,19 @@ pub struct RequestLabels {
     /// The route's pattern, like `/api/v1/stats`; `unmatched` for unknown paths.
     pub route: String,
     pub status: u16,
+}
+
+/// The route of an API request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route's pattern, like `/api/v1/stats`; `unmatched` for unknown paths.
+    pub route: String,
+}
+
+/// What failed: a file that could not be read (`unreadable`, `vanished`) or a step of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: &'static str,
 }
 
 /// Why a file was written as skipped.
@@ -52,6 +67,10 @@ pub struct Metrics {
     committed_epoch: Gauge,
     ready: Gauge,
     requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram>,
+    errors: Family<ErrorLabels, Counter>,
+    event_queue: Gauge,
+    events_in_flight: Gauge,
     skipped: Family<ReasonLabels, Counter>,
     events: Family<KindLabels, Counter>,
     rescans: Counter,
@@ -69,8 +88,17 @@ impl Metrics {
         let committed_epoch = Gauge::default();
         let ready = Gauge::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("files", "Files read by this run", files.clone());
-        registry.register("bytes", "Bytes of files read by this run", bytes.clone());
+        registry.register(
+            "files",
+            "File versions this run read or recorded as skipped (a file written twice counts twice; \
+             deletes are not counted; the current number of files is the total/files statistic)",
+            files.clone(),
+        );
+        registry.register(
+            "bytes",
+            "Bytes of file content this run read",
+            bytes.clone(),
+        );
         registry.register(
             "epoch",
             "The epoch through which the live statistics are applied",
@@ -90,6 +118,35 @@ impl Metrics {
             "http_requests",
             "API requests by route and status",
             requests.clone(),
+        );
+        // From 100 µs to about 3.3 s: the API answers from memory, a stream only starts.
+        let request_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(request_duration_histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an API request (a stream: to its first byte), by route",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "errors",
+            "Failures by kind: files that could not be read (unreadable, vanished), watcher \
+             errors (watch), failed lake writes (lake_write), commits (commit) and background \
+             compactions (compaction)",
+            errors.clone(),
+        );
+        let event_queue = Gauge::default();
+        registry.register(
+            "event_queue_depth",
+            "Events waiting in the channel from the sources to the workers",
+            event_queue.clone(),
+        );
+        let events_in_flight = Gauge::default();
+        registry.register(
+            "events_in_flight",
+            "Events admitted into the dataflow and not yet featurized",
+            events_in_flight.clone(),
         );
         let skipped = Family::<ReasonLabels, Counter>::default();
         let events = Family::<KindLabels, Counter>::default();
@@ -147,19 +204,32 @@ impl Metrics {
             committed_epoch,
             ready,
             requests,
+            request_duration,
+            errors,
+            event_queue,
+            events_in_flight,
         }
     }
 }
 
+fn request_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
 impl Metrics {
-    /// Counts one answered request.
-    pub fn request(&self, route: &str, status: u16) {
+    /// Counts one answered request and the seconds it took.
+    pub fn request(&self, route: &str, status: u16, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_string(),
                 status,
             })
             .inc();
+        (self.request_duration)
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// The metrics as of now, in the OpenMetrics text format.
@@ -196,6 +266,16 @@ impl Metrics {
         self.rescans
             .inner()
             .store(progress.rescans(), Ordering::Relaxed);
+        let read_errors = [SkipReason::Unreadable, SkipReason::Vanished]
+            .map(|reason| (reason.as_str(), progress.skipped(reason)));
+        let run_errors = ErrorKind::ALL.map(|kind| (kind.as_str(), progress.errors(kind)));
+        for (kind, count) in read_errors.into_iter().chain(run_errors) {
+            (self.errors.get_or_create(&ErrorLabels { kind }))
+                .inner()
+                .store(count, Ordering::Relaxed);
+        }
+        self.event_queue.set(gauge(progress.queued()));
+        self.events_in_flight.set(gauge(progress.in_flight()));
         if let Some(lake) = lake {
             let mut bytes = 0u64;
             for table in PART_TABLES {
@@ -234,10 +314,14 @@ mod tests {
         live.progress.written(false, Some(SkipReason::TooLarge));
         live.progress.written(true, None);
         live.progress.rescan();
+        live.progress.written(false, Some(SkipReason::Vanished));
+        live.progress.error(ErrorKind::Compaction);
+        live.progress.set_queues(5, 7);
         live.progress.event_latency.observe(0.002);
         live.progress.commit_duration.observe(0.5);
         live.advance(4, 3, true);
-        metrics.request("/api/v1/stats", 200);
+        metrics.request("/api/v1/stats", 200, 0.0002);
+        metrics.request("/api/v1/stats", 400, 0.3);
         let lake = tempfile::tempdir().unwrap();
         std::fs::create_dir(lake.path().join("files")).unwrap();
         std::fs::write(lake.path().join("files/part-w0-1-1.parquet"), [0; 7]).unwrap();
@@ -251,7 +335,15 @@ mod tests {
             "exoflow_http_requests_total{route=\"/api/v1/stats\",status=\"200\"} 1",
             "exoflow_skipped_total{reason=\"too_large\"} 1",
             "exoflow_skipped_total{reason=\"symlink\"} 0",
-            "exoflow_events_total{kind=\"upsert\"} 2",
+            "exoflow_events_total{kind=\"upsert\"} 3",
+            "exoflow_errors_total{kind=\"vanished\"} 1",
+            "exoflow_errors_total{kind=\"unreadable\"} 0",
+            "exoflow_errors_total{kind=\"compaction\"} 1",
+            "exoflow_errors_total{kind=\"commit\"} 0",
+            "exoflow_event_queue_depth 5",
+            "exoflow_events_in_flight 7",
+            "exoflow_http_request_duration_seconds_count{route=\"/api/v1/stats\"} 2",
+            "exoflow_http_request_duration_seconds_bucket{le=\"0.0002\",route=\"/api/v1/stats\"} 1",
             "exoflow_events_total{kind=\"delete\"} 1",
             "exoflow_rescans_total 1",
             "exoflow_event_to_stats_latency_seconds_count 1",

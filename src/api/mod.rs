@@ -6,8 +6,10 @@
 //!
 //! **The API never blocks a worker**: the workers only swap in an immutable [`live::Snapshot`] and
 //! send a diff into a bounded broadcast channel; a client that falls behind that channel is
-//! disconnected with a final `error` event.
+//! disconnected with a final `error` event. `exoflow serve` publishes the same snapshot from a
+//! lake another process writes ([`follow`]), read-only.
 
+pub mod follow;
 pub mod graphql;
 pub mod history;
 pub mod lake_view;
@@ -62,10 +64,9 @@ pub struct ServeConfig {
     /// The lake the run writes: resumed streams read the epochs the live history no longer
     /// holds from its committed `stats_changes`.
     pub lake: Option<PathBuf>,
-    /// The pipeline's rules, for `/api/v1/rules`.
+    /// The pipeline's rules, for `/api/v1/rules`, in their order: the lake's rule counts are
+    /// read by them.
     pub rules: Vec<RuleInfo>,
-    /// The pipeline's compiled rules, to read the lake's rule counts by; None: no rules.
-    pub rule_set: Option<crate::pipeline::RuleSet>,
     /// Where one JSON line per request is appended; None: no audit log.
     pub audit_log: Option<PathBuf>,
     /// The origin browsers may call the API from; None: no CORS headers.
@@ -150,7 +151,6 @@ impl ServeConfig {
             tokens,
             lake: None,
             rules: Vec::new(),
-            rule_set: None,
             audit_log: None,
             cors: None,
         })

@@ -18,7 +18,6 @@ use super::RuleInfo;
 use super::lake_view::{self, Duplicates, FileDetail, FilesFilter, FilesPage, LakeView};
 use super::live::{EpochDiff, Live, Snapshot, StatRow};
 use crate::dataflow::stats::{Dimension, Metric};
-use crate::pipeline::RuleSet;
 
 /// What the answers are read from: the live snapshot, the lake it commits to, the rules.
 #[derive(Clone)]
@@ -28,7 +27,8 @@ pub struct Model {
     pub lake: Option<Arc<PathBuf>>,
     pub rules: Arc<Vec<RuleInfo>>,
     /// The compiled rules the lake's rule counts are read by.
-    pub rule_set: Arc<RuleSet>,
+    /// The pipeline's rule ids, by index.
+    pub rule_ids: Arc<[String]>,
     /// The committed lake's view, loaded again when the committed epoch moves.
     pub view: Arc<ViewCache>,
 }
@@ -290,7 +290,7 @@ impl Model {
         let view = match self.lake.clone() {
             None => Arc::new(LakeView::default()),
             Some(lake) => {
-                let rules = self.rule_set.clone();
+                let rules = self.rule_ids.clone();
                 let loaded =
                     tokio::task::spawn_blocking(move || LakeView::load(&lake, epoch, &rules))
                         .await

@@ -15,6 +15,7 @@ use super::stats::StatKey;
 use crate::api::live::{Live, LivePublisher};
 use crate::epochs::EpochClock;
 use crate::pipeline::RuleSet;
+use crate::progress::ErrorKind;
 use crate::sink::SinkError;
 use crate::sink::commit::{Lake, ReplayProgress};
 use crate::sink::compact::{AutoCompact, CompactError, TableCompaction, compact_running};
@@ -204,6 +205,13 @@ impl Committer {
         Ok(())
     }
 
+    /// Counts a failure in the live counters, when a server runs.
+    fn count_error(&self, kind: ErrorKind) {
+        if let Some(live) = &self.live {
+            live.live().progress.error(kind);
+        }
+    }
+
     /// Commits at `epoch`; the time it takes is observed in the live counters, when a server runs.
     fn commit(&mut self, epoch: u64) -> Result<(), SinkError> {
         let started = std::time::Instant::now();
@@ -256,12 +264,14 @@ impl Committer {
             }
             Ok(Err(error)) => {
                 tracing::error!(error = %error, "background compaction failed; auto-compaction is off for this run");
+                self.count_error(ErrorKind::Compaction);
                 self.auto_compact = None;
             }
             Err(_) => {
                 tracing::error!(
                     "background compaction panicked; auto-compaction is off for this run"
                 );
+                self.count_error(ErrorKind::Compaction);
                 self.auto_compact = None;
             }
         }
@@ -281,6 +291,7 @@ impl Committer {
             Ok(false) => return,
             Err(error) => {
                 tracing::warn!(error = %error, "cannot list the lake's parts for compaction");
+                self.count_error(ErrorKind::Compaction);
                 return;
             }
         }
@@ -341,7 +352,7 @@ impl Committer {
         let rules = self.rules.clone();
         tracing::info!(epoch, rows = since, "writing a checkpoint");
         let handle = std::thread::spawn(move || {
-            let state = load(&root, range, &rules)?;
+            let state = load(&root, range, &rules.ids())?;
             write_checkpoint(&root, epoch, &state.versions, &rules)
         });
         self.job = Some(Job { epoch, handle });

@@ -41,7 +41,7 @@ use crate::batch::Batcher;
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
 use crate::latency::LatencyRecorder;
-use crate::progress::Progress;
+use crate::progress::{ErrorKind, Progress};
 use crate::sink::commit::Lake;
 use crate::sink::compact::AutoCompact;
 use crate::sink::restore::LakeState;
@@ -274,7 +274,9 @@ fn run_worker(
         if shared.abort.load(Ordering::Acquire) {
             break;
         }
-        if shared.in_flight.load(Ordering::Acquire) >= MAX_EVENTS_IN_FLIGHT {
+        let in_flight = shared.in_flight.load(Ordering::Acquire);
+        if in_flight >= MAX_EVENTS_IN_FLIGHT {
+            plan.progress.set_queues(events.len(), in_flight);
             tick.close_if_old(&mut input);
             worker.step_or_park(Some(Duration::from_millis(1)));
             continue;
@@ -292,11 +294,13 @@ fn run_worker(
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
                 input.send(event);
                 if tick.sent() >= EVENTS_PER_TICK {
+                    plan.progress.set_queues(events.len(), in_flight + 1);
                     tick.close(&mut input);
                     worker.step();
                 }
             }
             Err(TryRecvError::Empty) => {
+                plan.progress.set_queues(0, in_flight);
                 tick.close_if_old(&mut input);
                 // No event of an epoch sealed before the receive can come any more.
                 if sealed >= epoch_of(*input.time()) {
@@ -417,12 +421,13 @@ fn featurize<'scope>(
                 input.for_each(|capability, data| {
                     let mut inline = 0;
                     let mut flush = |batcher: &mut Batcher, inline: &mut u64| {
-                        let (files, bytes) = (batcher.len(), batcher.bytes());
+                        let (events, files) = (batcher.len(), batcher.files());
+                        let bytes = batcher.bytes();
                         let (versions, contents) =
                             plan.stage.run(kernels.as_mut(), batcher.finish());
                         batcher.recycle(contents);
                         plan.progress.add(files as u64, bytes as u64);
-                        shared.in_flight.fetch_sub(files, Ordering::AcqRel);
+                        shared.in_flight.fetch_sub(events, Ordering::AcqRel);
                         plan.clock.release_inline(std::mem::take(inline));
                         output
                             .session(&capability)
@@ -488,6 +493,7 @@ fn write_lake<'scope>(
                 }
                 let fail = |error: SinkError| {
                     tracing::error!(error = %error, "lake write failed");
+                    progress.error(ErrorKind::LakeWrite);
                     shared.abort.store(true, Ordering::Release);
                     failure.borrow_mut().get_or_insert(error);
                 };
@@ -632,6 +638,7 @@ fn write_stats<'scope>(
                 }
                 if let Err(error) = result {
                     tracing::error!(error = %error, "commit failed");
+                    shared.plan.progress.error(ErrorKind::Commit);
                     shared.abort.store(true, Ordering::Release);
                     failure.borrow_mut().get_or_insert(error);
                 }

@@ -134,6 +134,11 @@ impl RuleSet {
         &self.inner.rules[index as usize].id
     }
 
+    /// The id of every rule, by index.
+    pub fn ids(&self) -> Vec<String> {
+        self.inner.rules.iter().map(|r| r.id.clone()).collect()
+    }
+
     /// Whether rule `index` is marked secret.
     pub fn is_secret(&self, index: u32) -> bool {
         self.inner.rules[index as usize].secret

@@ -52,7 +52,7 @@ pub fn open_for_run(root: &Path, pipeline: &Pipeline) -> Result<(Arc<Lake>, Lake
         checkpoint: lake.head().and_then(|h| h.checkpoint),
         through: lake.committed(),
     };
-    let state = load(root, range, &pipeline.rules)?;
+    let state = load(root, range, &pipeline.rules.ids())?;
     if range.through > 0 {
         tracing::info!(
             epoch = range.through,
@@ -71,7 +71,12 @@ pub fn open_for_run(root: &Path, pipeline: &Pipeline) -> Result<(Arc<Lake>, Lake
 ///
 /// Every row is keyed by its exact name: `path_bytes` where it is set, else `path`. The lossy
 /// `path` alone is not a key: `c\xfe.txt`, `c\xff.txt` and a real `c\u{fffd}.txt` all share it.
-pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState, SinkError> {
+/// `rule_ids` names the pipeline's rules by index.
+pub fn load(
+    root: &Path,
+    range: StateRange,
+    rule_ids: &[String],
+) -> Result<LakeState, SinkError> {
     if range.through == 0 {
         return Ok(LakeState::default());
     }
@@ -121,7 +126,9 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
     let mut rule_sources: Vec<(PathBuf, &'static str)> = Vec::new();
     rule_sources.extend(checkpoint("file_rules.parquet"));
     rule_sources.extend(tail("file_rules")?);
-    let ids: HashMap<&str, u32> = (0..rules.len() as u32).map(|i| (rules.id(i), i)).collect();
+    let ids: HashMap<&str, u32> = (rule_ids.iter().enumerate())
+        .map(|(i, id)| (id.as_str(), i as u32))
+        .collect();
     for (path, what) in &rule_sources {
         for batch in read(path, "file_rules", what)? {
             let rule = column(&batch, "rule", path, what)?.as_string::<i32>();
@@ -179,7 +186,7 @@ pub fn load(root: &Path, range: StateRange, rules: &RuleSet) -> Result<LakeState
                 path: root.join("file_rules"),
                 reason: format!(
                     "two counts of rule {:?} for {:?} at epoch {}",
-                    rules.id(w[0].0),
+                    rule_ids[w[0].0 as usize],
                     v.path_lossy(),
                     v.epoch
                 ),

@@ -25,6 +25,7 @@ use notify::{Event, RecursiveMode, Watcher};
 use self::known::KnownPaths;
 use super::walk::{Excluded, entry_type, resolve, walk_builder};
 use crate::epochs::EpochClock;
+use crate::progress::ErrorKind;
 
 use super::{EntryType, EventKind as Op, FileEvent, Origin, SourceError, now_us};
 
@@ -351,6 +352,7 @@ impl Watching {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "watch error; rescanning");
+                self.control.progress.error(ErrorKind::Watch);
                 return self.rescan_counted();
             }
         };
@@ -627,6 +629,7 @@ impl Watching {
                 Ok(entry) => Some(entry),
                 Err(error) => {
                     tracing::warn!(error = %error, "cannot list part of a watched directory");
+                    self.control.progress.error(ErrorKind::Watch);
                     complete = false;
                     None
                 }
@@ -724,6 +727,7 @@ impl Watching {
                 if let Err(e) = self.watcher.watch(&dir, RecursiveMode::Recursive) {
                     // Gone again already, say: the next check tries again.
                     tracing::warn!(path = %dir.display(), error = %e, "cannot watch the directory again yet");
+                    self.control.progress.error(ErrorKind::Watch);
                     continue;
                 }
                 tracing::warn!(path = %dir.display(), "the watched directory is back: watching it again");

@@ -97,12 +97,12 @@ pub fn total(stats: &Value, metric: &str) -> i64 {
 }
 
 /// A consumer of `/api/v1/stats/stream`: each event's name and parsed data, on a thread.
-fn subscribe(base: &str) -> mpsc::Receiver<(String, Option<String>, Value)> {
+pub fn subscribe(base: &str) -> mpsc::Receiver<(String, Option<String>, Value)> {
     subscribe_to(base, "/api/v1/stats/stream", None)
 }
 
 /// A consumer of `path`, sending `Last-Event-ID` when given one.
-fn subscribe_to(
+pub fn subscribe_to(
     base: &str,
     path: &str,
     last_event_id: Option<u64>,
@@ -301,6 +301,43 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
         "{samples}"
     );
     assert!(parsed("exoflow_lake_bytes{}") > 0.0, "{samples}");
+    // Files read counts each upsert taken (read, or a skipped symlink) and no delete: here every
+    // upsert was written.
+    assert_eq!(
+        parsed("exoflow_files_total{}"),
+        parsed("exoflow_events_total{kind=\"upsert\"}"),
+        "{samples}"
+    );
+    for kind in [
+        "unreadable",
+        "vanished",
+        "watch",
+        "lake_write",
+        "commit",
+        "compaction",
+    ] {
+        let name = format!("exoflow_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(parsed(&name), 0.0, "{samples}");
+    }
+    // Settled: nothing waits in the queues.
+    assert_eq!(parsed("exoflow_event_queue_depth{}"), 0.0, "{samples}");
+    assert_eq!(parsed("exoflow_events_in_flight{}"), 0.0, "{samples}");
+    // The requests this test made, timed by route.
+    let stats_route = "route=\"/api/v1/stats\"";
+    let requests = parsed(&format!(
+        "exoflow_http_request_duration_seconds_count{{{stats_route}}}"
+    ));
+    assert!(requests >= 5.0, "{samples}");
+    assert_eq!(
+        parsed(&format!(
+            "exoflow_http_request_duration_seconds_bucket{{le=\"+Inf\",{stats_route}}}"
+        )),
+        requests
+    );
+    let seconds = parsed(&format!(
+        "exoflow_http_request_duration_seconds_sum{{{stats_route}}}"
+    ));
+    assert!(seconds > 0.0 && seconds < requests * 5.0, "{samples}");
     watch.stop();
 }
 
@@ -405,7 +442,7 @@ fn api_tokens_guard_everything_but_the_health_checks() {
 
 /// Reads diff events into `summed` until it equals `/api/v1/stats` with `files` files; returns
 /// the last event id seen (or `last`).
-fn sum_until_settled(
+pub fn sum_until_settled(
     base: &str,
     stream: &mpsc::Receiver<(String, Option<String>, Value)>,
     summed: &mut Summed,

@@ -17,6 +17,7 @@ mod near_duplicates;
 mod replay;
 mod replay_stop;
 mod restart;
+mod serve;
 mod stats;
 mod util;
 mod watch;

@@ -316,6 +316,11 @@ impl Watching {
         (watching, base.expect("the server reports its address"))
     }
 
+    /// The watch's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no drain, no final commit.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
