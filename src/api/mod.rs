@@ -1,11 +1,12 @@
 //! The live service: the snapshot the commit coordinator publishes ([`live`]) -> an HTTP server on
 //! its own threads ([`server`]) with health checks, the statistics as JSON and as a change stream,
-//! and Prometheus metrics ([`metrics`]).
+//! Prometheus metrics ([`metrics`]), and a dashboard page that reads them ([`dashboard`]).
 //!
 //! **The API never blocks a worker**: the workers only swap in an immutable [`live::Snapshot`] and
 //! send a diff into a bounded broadcast channel; a client that falls behind that channel is
 //! disconnected with a final `error` event.
 
+pub mod dashboard;
 pub mod history;
 pub mod live;
 pub mod metrics;
