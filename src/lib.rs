@@ -28,7 +28,7 @@
 //!   committed state back for a restarted run; [`dataflow::commit`] commits once every worker is
 //!   through an epoch.
 //! - [`api`] is the live service: the snapshot the commit coordinator publishes per epoch and the
-//!   HTTP server that reads it.
+//!   HTTP server that reads it, with a dashboard page that reads the same API.
 //!
 //! # Invariants
 //!
