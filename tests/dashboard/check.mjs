@@ -5,9 +5,10 @@
 // Loads BASE_URL/ once without a token (the page must ask for one, and connect once it is typed),
 // then as BASE_URL/#token=TOKEN, and answers commands read from stdin, one per line:
 //
-//   match FILES RECONNECTS  waits until the numbers the page shows equal /api/v1/stats (read here
-//                           with the token), with FILES files in total and at least RECONNECTS
-//                           reconnections of its stream; prints `matched JSON` (what the page shows)
+//   match FILES RECONNECTS  waits until the numbers the page shows equal /api/v1/stats and the
+//                           counters of /metrics (read here with the token), with FILES files in
+//                           total and at least RECONNECTS reconnections of its stream; prints
+//                           `matched JSON` (what the page shows)
 //   screenshot PATH         saves a full-page screenshot; prints `screenshot PATH`
 //   quit                    closes the browser; prints `done`
 //
@@ -78,6 +79,18 @@ async function stats() {
   return response.json();
 }
 
+/** The counters of /metrics that the page shows: files read and latency observations. */
+async function metrics() {
+  const response = await fetch(base + "/metrics", { headers: { Authorization: "Bearer " + token } });
+  if (!response.ok) throw new Error("/metrics answered " + response.status);
+  const text = await response.text();
+  const sample = (name) => Number((new RegExp("^" + name + " (\\S+)$", "m").exec(text) || [])[1]);
+  return {
+    files_read: sample("exoflow_files_total"),
+    latency_events: sample("exoflow_event_to_stats_latency_seconds_count"),
+  };
+}
+
 /** What the statistics say the page must show: totals, languages (files, lines), rules, groups. */
 function expected(body) {
   const shown = {};
@@ -113,6 +126,8 @@ async function shown(page) {
       epoch: Number(document.getElementById("epoch").textContent),
       committed_epoch: Number(document.getElementById("committed-epoch").textContent),
       latency: document.getElementById("latency-quantiles").textContent,
+      latency_events: Number(document.getElementById("latency-quantiles").dataset.events ?? "-1"),
+      files_read: Number(document.getElementById("files-read").dataset.value ?? "-1"),
       latency_bars: document.querySelectorAll("#latency-chart rect").length,
       rate: document.getElementById("rate-now").textContent,
     };
@@ -129,6 +144,7 @@ async function match(page, files, reconnects) {
   while (Date.now() - started < MATCH_TIMEOUT_MS) {
     checkProblems();
     const want = expected(await stats().catch(() => ({ rows: [] })));
+    const counters = await metrics().catch(() => ({}));
     const now = await shown(page);
     const total = now.values["total///files"] ?? 0;
     if (
@@ -136,11 +152,13 @@ async function match(page, files, reconnects) {
       now.reconnects >= reconnects &&
       total === files &&
       same(now.values, want.values) &&
-      now.duplicate_groups === want.duplicate_groups
+      now.duplicate_groups === want.duplicate_groups &&
+      now.files_read === counters.files_read &&
+      now.latency_events === counters.latency_events
     ) {
       return now;
     }
-    last = JSON.stringify({ page: now, stats: want });
+    last = JSON.stringify({ page: now, stats: want, metrics: counters });
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   fail(`the page never showed ${files} files and /api/v1/stats (${reconnects} reconnections); last: ${last}`);

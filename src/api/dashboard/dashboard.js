@@ -416,6 +416,7 @@ function renderRate(samples) {
   }
   const current = rates[rates.length - 1];
   $("files-read").textContent = files.toLocaleString("en");
+  $("files-read").dataset.value = String(files);
   $("rate-now").textContent = current ? current.files.toFixed(1) + " files/s" : "– files/s";
   $("rate-bytes").textContent = current ? bytes(Math.round(current.bytes)) + "/s" : "–";
   const chart = $("rate-chart");
@@ -443,6 +444,7 @@ function renderLatency(samples) {
     return b ? b.le : null;
   };
   const label = (le) => (le === Infinity ? "+Inf" : le < 1 ? (le * 1000).toPrecision(3) + " ms" : le.toPrecision(3) + " s");
+  $("latency-quantiles").dataset.events = String(total);
   $("latency-quantiles").textContent =
     total > 0 ? "p50 ≤ " + label(quantile(0.5)) + " · p99 ≤ " + label(quantile(0.99)) + " · " + total + " events" : "no events yet";
   const chart = $("latency-chart");
