@@ -28,9 +28,9 @@
 //!   committed state back for a restarted run; [`dataflow::commit`] commits once every worker is
 //!   through an epoch.
 //! - [`api`] is the live service: the snapshot the commit coordinator publishes per epoch and the
-//!   HTTP server that reads it; REST and GraphQL answer from one query layer ([`api::query`]);
-//!   [`api::follow`] publishes the same snapshot from a lake another process writes, for
-//!   `exoflow serve`, reading it and never writing it.
+//!   HTTP server that reads it; REST and GraphQL answer from one query layer ([`api::query`]),
+//!   and a dashboard page reads the same API; [`api::follow`] publishes the same snapshot from a
+//!   lake another process writes, for `exoflow serve`, reading it and never writing it.
 //!
 //! # Invariants
 //!

@@ -1,14 +1,16 @@
 //! The live service: the snapshot the commit coordinator publishes ([`live`]) -> an HTTP server on
 //! its own threads ([`server`]) with health checks, the statistics as JSON and as a change stream,
-//! Prometheus metrics ([`metrics`]) and GraphQL ([`graphql`]); the committed lake -> one model of
-//! its current files and duplicates ([`lake_view`]); the routes' OpenAPI document ([`openapi`]).
-//! REST ([`server`], [`rest`]) and GraphQL give the same answers: both read them from [`query`].
+//! Prometheus metrics ([`metrics`]), GraphQL ([`graphql`]) and a dashboard page that reads the
+//! same API ([`dashboard`]); the committed lake -> one model of its current files and duplicates
+//! ([`lake_view`]); the routes' OpenAPI document ([`openapi`]). REST ([`server`], [`rest`]) and
+//! GraphQL give the same answers: both read them from [`query`].
 //!
 //! **The API never blocks a worker**: the workers only swap in an immutable [`live::Snapshot`] and
 //! send a diff into a bounded broadcast channel; a client that falls behind that channel is
 //! disconnected with a final `error` event. `exoflow serve` publishes the same snapshot from a
 //! lake another process writes ([`follow`]), read-only.
 
+pub mod dashboard;
 pub mod follow;
 pub mod graphql;
 pub mod history;

@@ -218,6 +218,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/duplicates", get(rest::duplicates))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(super::graphql::routes(state.model(), state.tokens.clone()))
+        .merge(super::dashboard::routes())
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -239,8 +240,9 @@ impl IntoResponse for ApiFailure {
     }
 }
 
-/// Around every route: bounds the query string, checks the bearer token (the health checks
-/// are open, and the GraphQL WebSocket checks its own), counts the answer by route and status, and writes the audit log's line.
+/// Around every route: bounds the query string, checks the bearer token (the health checks and
+/// the dashboard's page and assets, which hold no data, are open, and the GraphQL WebSocket
+/// checks its own), counts the answer by route and status, and writes the audit log's line.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
@@ -253,6 +255,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     // message instead, which its route checks.
     let open = path == "/healthz"
         || path == "/readyz"
+        || super::dashboard::is_open(path)
         || (path == super::graphql::WS_PATH
             && !request.headers().contains_key(header::AUTHORIZATION));
     let token = presented_token(&state.tokens, request.headers());
@@ -566,6 +569,43 @@ mod tests {
             "the stream ended"
         );
         assert!(events.len() < 20_000, "{} events", events.len());
+    }
+
+    #[test]
+    fn api_the_dashboard_is_open_while_the_data_needs_a_token() {
+        let live = Arc::new(Live::default());
+        let token = Token {
+            name: "ops".into(),
+            secret: b"right-token".to_vec(),
+        };
+        let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), vec![token]).unwrap();
+        let server = Server::start(config, live).unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        for (path, kind) in [
+            ("/", "text/html"),
+            ("/dashboard/dashboard.js", "text/javascript"),
+            ("/dashboard/dashboard.css", "text/css"),
+            ("/dashboard/icon.svg", "image/svg+xml"),
+        ] {
+            let response = agent
+                .get(format!("http://{}{path}", server.addr()))
+                .call()
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            let header = |name| response.headers()[name].to_str().unwrap();
+            assert!(header("content-type").starts_with(kind), "{path}");
+            assert_eq!(
+                header("content-security-policy"),
+                super::super::dashboard::CONTENT_SECURITY_POLICY
+            );
+        }
+        for path in ["/api/v1/stats", "/api/v1/stats/stream", "/metrics"] {
+            assert_eq!(get(&server, path).0, 401, "{path}");
+        }
+        assert_eq!(get(&server, "/dashboard/nothing").0, 404);
     }
 
     #[test]

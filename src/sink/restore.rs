@@ -72,11 +72,7 @@ pub fn open_for_run(root: &Path, pipeline: &Pipeline) -> Result<(Arc<Lake>, Lake
 /// Every row is keyed by its exact name: `path_bytes` where it is set, else `path`. The lossy
 /// `path` alone is not a key: `c\xfe.txt`, `c\xff.txt` and a real `c\u{fffd}.txt` all share it.
 /// `rule_ids` names the pipeline's rules by index.
-pub fn load(
-    root: &Path,
-    range: StateRange,
-    rule_ids: &[String],
-) -> Result<LakeState, SinkError> {
+pub fn load(root: &Path, range: StateRange, rule_ids: &[String]) -> Result<LakeState, SinkError> {
     if range.through == 0 {
         return Ok(LakeState::default());
     }

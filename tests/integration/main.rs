@@ -7,6 +7,7 @@ mod auto_compact;
 mod compact;
 mod crash;
 mod cuda;
+mod dashboard;
 mod hardening_archives;
 mod hardening_cli;
 mod hardening_lake;

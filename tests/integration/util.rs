@@ -296,7 +296,13 @@ impl Watching {
     /// Starts watching with `--http 127.0.0.1:0` (the system picks a free port) and extra
     /// arguments; returns it with the server's base URL, as its stderr reports it.
     pub fn serving(dir: &Path, lake: &Path, extra: &[&str]) -> (Watching, String) {
-        let args = [&["--http", "127.0.0.1:0"], extra].concat();
+        Watching::serving_on(dir, lake, "127.0.0.1:0", extra)
+    }
+
+    /// Starts watching with `--http ADDR` and extra arguments; returns it with the server's base
+    /// URL, as its stderr reports it.
+    pub fn serving_on(dir: &Path, lake: &Path, addr: &str, extra: &[&str]) -> (Watching, String) {
+        let args = [&["--http", addr], extra].concat();
         let mut watching = Watching::start_with(dir, lake, &args);
         let stderr = watching.child.stderr.take().unwrap();
         let (sender, addr) = std::sync::mpsc::channel();
