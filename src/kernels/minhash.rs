@@ -151,13 +151,126 @@ fn whole_blocks(
     filled_at_empty: &mut Vec<usize>,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512dq")
     {
-        // SAFETY: the processor has the features the function is compiled for.
-        return unsafe { whole_blocks_avx512(content, width, bins, out, filled_at_empty) };
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            // SAFETY: the processor has the features the function is compiled for.
+            return unsafe { whole_blocks_avx512(content, width, bins, out, filled_at_empty) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { avx2::blocks(content, width, bins, out, filled_at_empty) };
+        }
     }
     blocks(content, width, bins, out, filled_at_empty)
+}
+
+/// Step 2 and 3 with AVX2, which has no 64-bit multiply: each is three 32-bit ones. Eight
+/// unaligned 32-byte loads at offsets 0..8 of a block hold, as little-endian u64 lanes, the
+/// windows at offsets `o + 8·lane`: the 32 shingles of the block, in another order, which the
+/// least value of a bin does not depend on.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Bins, EMPTY, LENGTH_MIX, keep_least};
+
+    /// Shingles per block.
+    const BLOCK: usize = 32;
+
+    /// `a · c` modulo 2⁶⁴ per lane, `c` given as its 32-bit halves.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn mul64(a: __m256i, c_lo: __m256i, c_hi: __m256i) -> __m256i {
+        let low = _mm256_mul_epu32(a, c_lo);
+        let cross = _mm256_add_epi64(
+            _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), c_lo),
+            _mm256_mul_epu32(a, c_hi),
+        );
+        _mm256_add_epi64(low, _mm256_slli_epi64::<32>(cross))
+    }
+
+    /// [`super::fmix64`] per lane.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn fmix64(x: __m256i, c: &[__m256i; 4]) -> __m256i {
+        let x = _mm256_xor_si256(x, _mm256_srli_epi64::<33>(x));
+        let x = mul64(x, c[0], c[1]);
+        let x = _mm256_xor_si256(x, _mm256_srli_epi64::<33>(x));
+        let x = mul64(x, c[2], c[3]);
+        _mm256_xor_si256(x, _mm256_srli_epi64::<33>(x))
+    }
+
+    const fn halves(c: u64) -> [i64; 2] {
+        [(c & 0xffff_ffff) as i64, (c >> 32) as i64]
+    }
+
+    /// As [`super::blocks`], 32 shingles a block.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn blocks(
+        content: &[u8],
+        width: usize,
+        bins: Bins,
+        out: &mut [u32],
+        filled_at_empty: &mut Vec<usize>,
+    ) -> usize {
+        let mask = if width == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * width)) - 1
+        };
+        let [m1_lo, m1_hi] = halves(0xff51_afd7_ed55_8ccd);
+        let [m2_lo, m2_hi] = halves(0xc4ce_b9fe_1a85_ec53);
+        let c = [
+            _mm256_set1_epi64x(m1_lo),
+            _mm256_set1_epi64x(m1_hi),
+            _mm256_set1_epi64x(m2_lo),
+            _mm256_set1_epi64x(m2_hi),
+        ];
+        let mask = _mm256_set1_epi64x(mask as i64);
+        let length = _mm256_set1_epi64x((width as u64).wrapping_mul(LENGTH_MIX) as i64);
+        let all_ones = _mm256_set1_epi32(-1);
+        let mut hashes = [0u64; BLOCK];
+        let mut start = 0;
+        // The last load of a block ends 7 + 32 bytes after its start.
+        while start + BLOCK + 7 <= content.len() {
+            let block = &content[start..start + BLOCK + 7];
+            let mut empty = _mm256_setzero_si256();
+            for (o, lanes) in hashes.chunks_exact_mut(4).enumerate() {
+                let bytes: &[u8; 32] = block[o..o + 32].try_into().expect("32 bytes");
+                // SAFETY: `bytes` is 32 readable bytes; the loads and stores are unaligned.
+                let v = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) };
+                let h = fmix64(_mm256_add_epi64(_mm256_and_si256(v, mask), length), &c);
+                empty = _mm256_or_si256(empty, _mm256_cmpeq_epi32(h, all_ones));
+                // SAFETY: `lanes` is 4 writable u64s.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), h) };
+            }
+            match bins.shift {
+                Some(shift) => {
+                    for &h in &hashes {
+                        keep_least(out, (h >> shift) as usize, h as u32);
+                    }
+                }
+                None => {
+                    for &h in &hashes {
+                        keep_least(out, (((h >> 32) * bins.k) >> 32) as usize, h as u32);
+                    }
+                }
+            }
+            // The low half of a lane is the even 32-bit element.
+            if _mm256_movemask_ps(_mm256_castsi256_ps(empty)) & 0b0101_0101 != 0 {
+                filled_at_empty.extend(
+                    hashes
+                        .iter()
+                        .filter(|&&h| h as u32 == EMPTY)
+                        .map(|&h| bins.bin(h)),
+                );
+            }
+            start += BLOCK;
+        }
+        start
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -339,6 +452,42 @@ mod tests {
                         by_the_definition(&content, width, k),
                         "width {width} len {len} k {k}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Every vector path against the scalar one, whichever of them `signature` picks here.
+    #[test]
+    fn the_vector_blocks_equal_the_scalar_ones() {
+        let content: Vec<u8> = (0..10_000u64).map(|i| fmix64(i) as u8).collect();
+        for width in 1..=MAX_SHINGLE {
+            for k in [7, 256] {
+                for len in [0, 38, 39, 40, 71, 1000, 10_000] {
+                    let content = &content[..len];
+                    let bins = Bins::new(k);
+                    let (mut scalar, mut scalar_empty) = (vec![EMPTY; k], Vec::new());
+                    let done = blocks(content, width, bins, &mut scalar, &mut scalar_empty);
+                    let mut paths: Vec<(&str, Vec<u32>, usize)> = Vec::new();
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        let (mut out, mut empty) = (vec![EMPTY; k], Vec::new());
+                        // SAFETY: the processor has AVX2.
+                        let n = unsafe { avx2::blocks(content, width, bins, &mut out, &mut empty) };
+                        paths.push(("avx2", out, n));
+                    }
+                    for (name, mut out, n) in paths {
+                        // Both cover whole blocks only: bring each to the same end.
+                        let end = done.max(n);
+                        for (o, from) in [(&mut scalar, done), (&mut out, n)] {
+                            for start in from..end {
+                                let h = shingle_hash(pack(&content[start..start + width]), width);
+                                keep_least(o, bins.bin(h), h as u32);
+                            }
+                        }
+                        assert_eq!(out, scalar, "{name} width {width} k {k} len {len}");
+                        scalar = out;
+                    }
                 }
             }
         }
