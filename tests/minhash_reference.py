@@ -32,7 +32,7 @@ MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 EMPTY = 0xFFFFFFFF
 BINARY_PROBE = 8192
-DEFAULTS = {"shingle": 5, "signature": 256, "bands": 32, "rows": 8, "threshold": 0.8,
+DEFAULTS = {"shingle": 5, "signature": 256, "bands": 16, "rows": 8, "threshold": 0.8,
             "min_size": 64, "max_bucket": 100}
 
 

@@ -140,7 +140,7 @@ fn default_signature() -> usize {
     256
 }
 fn default_bands() -> usize {
-    32
+    16
 }
 fn default_rows() -> usize {
     8
@@ -389,7 +389,7 @@ mod tests {
                 d.min_size,
                 d.max_bucket
             ),
-            (5, 256, 32, 8, 0.8, 64, 100)
+            (5, 256, 16, 8, 0.8, 64, 100)
         );
         for (section, word) in [
             (r#"{"shingle": 0}"#, "shingle"),
