@@ -208,7 +208,9 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
         let got: Vec<String> = (summed.iter())
             .map(|([d, k, r, m], v)| format!("{d} {k} {r} {m} {v}"))
             .collect();
-        (got == want).then_some(()).ok_or(format!("{got:?}"))
+        (got == want)
+            .then_some(())
+            .ok_or(format!("{got:?}, want {want:?}"))
     });
 
     // Filters select rows; an unknown dimension or metric is a 400 with a JSON error.
