@@ -626,6 +626,10 @@ mod tests {
         assert_eq!(get(&server, "/readyz").0, 200);
         let (status, body) = get(&server, "/api/v1/stats");
         assert_eq!(status, 200);
-        assert_eq!(body, r#"{"epoch":1,"committed_epoch":0,"rows":[]}"#);
+        let want = format!(
+            r#"{{"epoch":1,"committed_epoch":0,"run":"{}","rows":[]}}"#,
+            live.run()
+        );
+        assert_eq!(body, want);
     }
 }
