@@ -183,6 +183,8 @@ impl SubscriptionRoot {
     /// one may have other changes in another run. `resume` is an `EPOCH-RUN` id (the epoch and
     /// the `run` of a snapshot): this run's epochs resume up to the current one, another run's
     /// only when committed. A client that falls behind gets an error and the subscription ends.
+    // GraphQL arguments are the resolver's parameters.
+    #[allow(clippy::too_many_arguments)]
     async fn stats_changes(
         &self,
         ctx: &Context<'_>,
