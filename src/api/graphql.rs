@@ -24,7 +24,9 @@ use super::lake_view::{
     DEFAULT_PAGE_SIZE, Duplicates, FileDetail, FilesFilter, FilesPage, SkipReasonName,
 };
 use super::live::StatRow;
-use super::query::{Change, EpochBody, Model, QueryError, RulesBody, StatsBody, StatsFilter};
+use super::query::{
+    Change, EpochBody, Model, QueryError, Resume, RulesBody, StatsBody, StatsFilter,
+};
 
 /// The route of queries.
 pub const PATH: &str = "/graphql";
@@ -175,13 +177,19 @@ pub struct SubscriptionRoot;
 #[Subscription]
 impl SubscriptionRoot {
     /// The statistics the filters select as they change (as `/api/v1/stats/stream`): without
-    /// `since`, a snapshot, then one diff per epoch with changes; with `since`, the diffs of the
-    /// epochs after it (from the lake for those the server no longer holds), then the live
-    /// ones. A client that falls behind gets an error and the subscription ends.
+    /// `since` or `resume`, a snapshot, then one diff per epoch with changes; with `since`, the
+    /// diffs of the epochs after it (from the lake for those the server no longer holds), then
+    /// the live ones. `since` must be a committed epoch (error `GONE` otherwise): an uncommitted
+    /// one may have other changes in another run. `resume` is an `EPOCH-RUN` id (the epoch and
+    /// the `run` of a snapshot): this run's epochs resume up to the current one, another run's
+    /// only when committed. A client that falls behind gets an error and the subscription ends.
+    // GraphQL arguments are the resolver's parameters.
+    #[allow(clippy::too_many_arguments)]
     async fn stats_changes(
         &self,
         ctx: &Context<'_>,
         since: Option<u64>,
+        resume: Option<String>,
         dimension: Option<String>,
         key: Option<String>,
         rule: Option<String>,
@@ -192,6 +200,20 @@ impl SubscriptionRoot {
             key,
             rule,
             metric,
+        };
+        let since = match (since, resume) {
+            (Some(_), Some(_)) => {
+                return Err(graphql_error(QueryError::BadRequest(
+                    "give since or resume, not both".into(),
+                )));
+            }
+            (Some(epoch), None) => Some(Resume { epoch, run: None }),
+            (None, Some(resume)) => Some(
+                resume
+                    .parse()
+                    .map_err(|e| graphql_error(QueryError::BadRequest(e)))?,
+            ),
+            (None, None) => None,
         };
         let changes = (model(ctx).changes(filter, since).await).map_err(graphql_error)?;
         Ok(changes.map(|change| match change {

@@ -65,6 +65,8 @@ pub struct Snapshot {
     /// Diffs were dropped from `recent` to bound it: those through `recent_after` that are not
     /// committed yet are in neither place.
     pub recent_trimmed: bool,
+    /// The process that published this snapshot (see [`Live::run`]).
+    pub run: Arc<str>,
 }
 
 impl Snapshot {
@@ -96,18 +98,43 @@ pub struct Live {
     history: usize,
     /// Files and bytes read by this run.
     pub progress: Arc<Progress>,
+    run: Arc<str>,
+}
+
+/// An id for this process: 8 hex digits of a hash of its pid and start time.
+fn run_id() -> Arc<str> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = DefaultHasher::new();
+    (std::process::id(), nanos).hash(&mut hasher);
+    let hash = hasher.finish();
+    Arc::from(format!("{:08x}", (hash ^ (hash >> 32)) as u32))
 }
 
 impl Live {
     pub fn new(history: usize) -> Live {
         let (diffs, _) = broadcast::channel(history.max(1));
+        let run = run_id();
         Live {
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                run: run.clone(),
+                ..Snapshot::default()
+            }),
+            run,
             diffs,
             seq: AtomicU64::new(0),
             history: history.max(1),
             progress: Arc::new(Progress::default()),
         }
+    }
+
+    /// This process's run id. Epochs it published but the lake never committed may be published
+    /// again with other contents by a later run, so a stream resumes after such an epoch only in
+    /// the run that sent it.
+    pub fn run(&self) -> &str {
+        &self.run
     }
 
     /// The latest snapshot.
@@ -161,6 +188,7 @@ impl Live {
             recent,
             recent_after,
             recent_trimmed,
+            run: previous.run.clone(),
         }));
         if !diff.rows.is_empty() {
             // An error only means that no client listens.

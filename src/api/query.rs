@@ -122,6 +122,36 @@ impl StatsFilter {
     }
 }
 
+/// Where a stream resumes: after `epoch`, as sent by `run` (a stream event id `EPOCH-RUN`), or
+/// after a committed epoch of any run when `run` is None or another run's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub epoch: u64,
+    pub run: Option<String>,
+}
+
+impl std::str::FromStr for Resume {
+    type Err = String;
+
+    /// `EPOCH` or `EPOCH-RUN`.
+    fn from_str(text: &str) -> Result<Resume, String> {
+        let (epoch, run) = match text.split_once('-') {
+            Some((epoch, run)) => (epoch, Some(run)),
+            None => (text, None),
+        };
+        let bad = || format!("'{text}' is not an epoch: EPOCH or EPOCH-RUN is expected");
+        if let Some(run) = run
+            && (run.is_empty() || !run.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(bad());
+        }
+        Ok(Resume {
+            epoch: epoch.parse().map_err(|_| bad())?,
+            run: run.map(str::to_string),
+        })
+    }
+}
+
 /// The statistics as of an epoch: the body of `/api/v1/stats` and of a stream's snapshot.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct StatsBody {
@@ -129,6 +159,8 @@ pub struct StatsBody {
     pub epoch: u64,
     /// The lake's last commit.
     pub committed_epoch: u64,
+    /// The id of the server's run: a stream resumes after `EPOCH-RUN` (see `/api/v1/stats/stream`).
+    pub run: String,
     pub rows: Vec<StatRow>,
 }
 
@@ -137,6 +169,7 @@ impl StatsBody {
         StatsBody {
             epoch: snapshot.epoch,
             committed_epoch: snapshot.committed_epoch,
+            run: snapshot.run.to_string(),
             rows: (snapshot.values.iter())
                 .filter(|(key, _)| {
                     let rule = key.rule.map(|r| snapshot.rule_ids[r as usize].as_str());
@@ -219,6 +252,11 @@ enum StreamState {
 
 impl Model {
     /// The statistics the filter selects, as of the latest snapshot.
+    /// The run id of the process that serves (see [`Live::run`]).
+    pub fn run(&self) -> &str {
+        self.live.run()
+    }
+
     pub fn stats(&self, filter: &StatsFilter) -> Result<StatsBody, QueryError> {
         filter.check()?;
         Ok(StatsBody::of(&self.live.snapshot(), filter))
@@ -340,7 +378,7 @@ impl Model {
     pub async fn changes(
         &self,
         filter: StatsFilter,
-        since: Option<u64>,
+        since: Option<Resume>,
     ) -> Result<BoxStream<'static, Change>, QueryError> {
         filter.check()?;
         // Subscribed before the snapshot is read, so no diff falls between them.
@@ -349,7 +387,18 @@ impl Model {
         let mut prefix = Vec::new();
         let start = match since {
             None => StreamState::Snapshot(diffs, snapshot),
-            Some(since) => {
+            Some(resume) => {
+                let since = resume.epoch;
+                let this_run = resume.run.as_deref() == Some(self.live.run());
+                // Another run may have published other changes under the same uncommitted
+                // epoch: only a committed one is the same in every run.
+                if !this_run && since > snapshot.committed_epoch {
+                    return Err(QueryError::Gone(format!(
+                        "epoch {since} was not committed (the last commit is epoch {}): its \
+                         changes are not kept; connect without since for a snapshot",
+                        snapshot.committed_epoch
+                    )));
+                }
                 if since > snapshot.epoch {
                     return Err(QueryError::BadRequest(format!(
                         "epoch {since} is after the current epoch {}",

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::live::Live;
 use super::metrics::{self, Metrics};
 use super::query::{
-    Change, EpochBody, Model, QueryError, RulesBody, StatsBody, StatsFilter, ViewCache,
+    Change, EpochBody, Model, QueryError, Resume, RulesBody, StatsBody, StatsFilter, ViewCache,
 };
 use super::rest;
 use super::{ApiError, RuleInfo, ServeConfig, Token};
@@ -433,13 +433,14 @@ pub(super) struct StreamQuery {
     rule: Option<String>,
     /// Only rows of this metric.
     metric: Option<String>,
-    /// Resume after this epoch (at most the current one): no snapshot, the diffs after it.
-    #[param(value_type = Option<u64>)]
+    /// Resume after this event id, `EPOCH-RUN` (any epoch of this run up to the current one) or
+    /// `EPOCH` (a committed one): no snapshot, the diffs after it.
+    #[param(value_type = Option<String>)]
     since: Option<String>,
 }
 
-/// The epoch a stream resumes after: `?since=` or else `Last-Event-ID`, a number.
-fn resume_point(since: Option<&str>, headers: &HeaderMap) -> Result<Option<u64>, ApiFailure> {
+/// Where a stream resumes: `?since=` or else `Last-Event-ID`, `EPOCH` or `EPOCH-RUN`.
+fn resume_point(since: Option<&str>, headers: &HeaderMap) -> Result<Option<Resume>, ApiFailure> {
     let given = match since {
         Some(since) => since.to_string(),
         None => match headers.get("last-event-id") {
@@ -448,7 +449,7 @@ fn resume_point(since: Option<&str>, headers: &HeaderMap) -> Result<Option<u64>,
                 .map_err(|_| {
                     ApiFailure(
                         StatusCode::BAD_REQUEST,
-                        "Last-Event-ID is not an epoch".into(),
+                        "Last-Event-ID is not an event id".into(),
                     )
                 })?
                 .trim()
@@ -456,30 +457,32 @@ fn resume_point(since: Option<&str>, headers: &HeaderMap) -> Result<Option<u64>,
             None => return Ok(None),
         },
     };
-    let epoch: u64 = given.parse().map_err(|_| {
-        ApiFailure(
-            StatusCode::BAD_REQUEST,
-            format!("'{given}' is not an epoch: a number is expected"),
-        )
-    })?;
-    Ok(Some(epoch))
+    let resume = given
+        .parse()
+        .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e))?;
+    Ok(Some(resume))
 }
 
 /// Server-Sent Events: a `snapshot` event (the filtered statistics), then a `diff` event per
-/// epoch with changes (its id the epoch, its rows the filtered changes). With `?since=EPOCH` or
-/// `Last-Event-ID: EPOCH` there is no snapshot: first the diffs of the epochs after that one
-/// (from the live history, or the lake's `stats_changes` for those it no longer holds), then
-/// the live ones. A client that falls behind the bounded diff history gets an `error` event and
-/// the stream ends.
+/// epoch with changes (its rows the filtered changes). Each event's id is `EPOCH-RUN`: its epoch
+/// and the server's run id. With `Last-Event-ID` (or `?since=`) there is no snapshot: first the
+/// diffs of the epochs after that one (from the live history, or the lake's `stats_changes` for
+/// those it no longer holds), then the live ones. An id of this run resumes after any epoch up to
+/// the current one; a bare `EPOCH`, or an id of another run (a server that restarted), resumes
+/// only after a committed epoch, and answers 410 for a later one, whose changes that run may
+/// have published differently. A client that falls behind the bounded diff history gets an
+/// `error` event and the stream ends.
 #[utoipa::path(get, path = "/api/v1/stats/stream", tag = "statistics",
     params(StreamQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this epoch, when `since` is not given")),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id \
+            (`EPOCH-RUN`, or a committed `EPOCH`), when `since` is not given")),
     responses(
         (status = 200, description = "Server-Sent Events: `snapshot` (a StatsBody), then `diff` events \
-            (epoch and rows, the event id the epoch), or a final `error` event", body = String,
+            (epoch and rows), each with the id `EPOCH-RUN`, or a final `error` event", body = String,
             content_type = "text/event-stream"),
         (status = 400, description = "An unknown dimension or metric, or a bad epoch", body = ErrorBody),
-        (status = 410, description = "The changes after that epoch are no longer kept", body = ErrorBody),
+        (status = 410, description = "The changes after that epoch are no longer kept, or the epoch \
+            is another run's and was not committed: connect without `since`", body = ErrorBody),
     ))]
 pub(super) async fn stats_stream(
     State(state): State<AppState>,
@@ -495,16 +498,18 @@ pub(super) async fn stats_stream(
     };
     filter.check()?;
     let since = resume_point(query.since.as_deref(), &headers)?;
-    let changes = state.model().changes(filter, since).await?;
-    let events = changes.map(|change| {
+    let model = state.model();
+    let run = model.run().to_string();
+    let changes = model.changes(filter, since).await?;
+    let events = changes.map(move |change| {
         let event = match change {
             Change::Snapshot(body) => Event::default()
                 .event("snapshot")
-                .id(body.epoch.to_string())
+                .id(format!("{}-{run}", body.epoch))
                 .json_data(body),
             Change::Diff(body) => Event::default()
                 .event("diff")
-                .id(body.epoch.to_string())
+                .id(format!("{}-{run}", body.epoch))
                 .json_data(body),
             Change::Lagged(missed) => Ok(Event::default().event("error").data(format!(
                 "{{\"error\":\"this client fell {missed} epochs behind the stream; reconnect for a new snapshot\"}}"
@@ -621,6 +626,10 @@ mod tests {
         assert_eq!(get(&server, "/readyz").0, 200);
         let (status, body) = get(&server, "/api/v1/stats");
         assert_eq!(status, 200);
-        assert_eq!(body, r#"{"epoch":1,"committed_epoch":0,"rows":[]}"#);
+        let want = format!(
+            r#"{{"epoch":1,"committed_epoch":0,"run":"{}","rows":[]}}"#,
+            live.run()
+        );
+        assert_eq!(body, want);
     }
 }

@@ -101,18 +101,28 @@ pub fn subscribe(base: &str) -> mpsc::Receiver<(String, Option<String>, Value)> 
     subscribe_to(base, "/api/v1/stats/stream", None)
 }
 
+/// The epoch of a stream event id `EPOCH-RUN`, checking that it has both parts.
+pub fn epoch_of(id: &str) -> u64 {
+    let (epoch, run) = id
+        .split_once('-')
+        .unwrap_or_else(|| panic!("{id} is not EPOCH-RUN"));
+    assert_eq!(run.len(), 8, "{id}: the run id is 8 hex digits");
+    assert!(run.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    epoch.parse().unwrap()
+}
+
 /// A consumer of `path`, sending `Last-Event-ID` when given one.
 pub fn subscribe_to(
     base: &str,
     path: &str,
-    last_event_id: Option<u64>,
+    last_event_id: Option<&str>,
 ) -> mpsc::Receiver<(String, Option<String>, Value)> {
     let mut request = ureq::Agent::config_builder()
         .build()
         .new_agent()
         .get(format!("{base}{path}"));
     if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id.to_string());
+        request = request.header("Last-Event-ID", id);
     }
     let response = request.call().unwrap();
     assert_eq!(response.status().as_u16(), 200);
@@ -199,7 +209,7 @@ fn api_stats_equal_stats_current_and_the_stream_sums_to_them() {
     eventually("the stream's sum equal to /api/v1/stats", || {
         while let Ok((event, id, data)) = stream.try_recv() {
             assert_eq!(event, "diff", "{data}");
-            let id: u64 = id.unwrap().parse().unwrap();
+            let id = epoch_of(&id.unwrap());
             assert!(id > last_id, "event ids grow: {id} after {last_id}");
             assert_eq!(data["epoch"].as_u64(), Some(id));
             last_id = id;
@@ -443,19 +453,24 @@ fn api_tokens_guard_everything_but_the_health_checks() {
 }
 
 /// Reads diff events into `summed` until it equals `/api/v1/stats` with `files` files; returns
-/// the last event id seen (or `last`).
+/// the last event id seen (or `last`), as sent.
 pub fn sum_until_settled(
     base: &str,
     stream: &mpsc::Receiver<(String, Option<String>, Value)>,
     summed: &mut Summed,
     files: i64,
-    mut last: u64,
-) -> u64 {
+    last: &str,
+) -> String {
+    let mut last = last.to_string();
     eventually("the stream's sum equal to /api/v1/stats", || {
         while let Ok((event, id, data)) = stream.try_recv() {
             assert_eq!(event, "diff", "{data}");
-            let id: u64 = id.unwrap().parse().unwrap();
-            assert!(id > last, "event ids grow: {id} after {last}");
+            let id = id.unwrap();
+            assert!(
+                epoch_of(&id) > epoch_of(&last),
+                "event ids grow: {id} after {last}"
+            );
+            assert_eq!(data["epoch"].as_u64(), Some(epoch_of(&id)));
             last = id;
             add(summed, &data["rows"]);
         }
@@ -482,10 +497,9 @@ fn api_a_resumed_stream_misses_nothing_and_counts_nothing_twice() {
     let mut summed = Summed::new();
     add(&mut summed, &snapshot["rows"]);
     write(&dir, "a.rs", "// TODO one\n");
-    let first = id.unwrap().parse().unwrap();
-    let first = sum_until_settled(&base, &stream, &mut summed, 1, first);
+    let first = sum_until_settled(&base, &stream, &mut summed, 1, &id.unwrap());
     drop(stream);
-    let (at_first, summed_at_first) = (first, summed.clone());
+    let (at_first, summed_at_first) = (epoch_of(&first), summed.clone());
 
     // Changes while no client listens; the resumed stream starts with them, without a snapshot.
     write(&dir, "b.py", "# TODO two\nprint(2)\n");
@@ -496,17 +510,27 @@ fn api_a_resumed_stream_misses_nothing_and_counts_nothing_twice() {
             .then_some(())
             .ok_or(now.to_string())
     });
-    let resumed = subscribe_to(&base, "/api/v1/stats/stream", Some(first));
-    let last = sum_until_settled(&base, &resumed, &mut summed, 2, first);
+    let resumed = subscribe_to(&base, "/api/v1/stats/stream", Some(&first));
+    let last = sum_until_settled(&base, &resumed, &mut summed, 2, &first);
     write(&dir, "c.txt", "plain\n");
-    sum_until_settled(&base, &resumed, &mut summed, 3, last);
+    sum_until_settled(&base, &resumed, &mut summed, 3, &last);
     drop(resumed);
 
-    // Not a number, or an epoch still to come: 400.
-    for query in ["?since=abc", "?since=-1", "?since=99999999"] {
+    // Not an event id, or an epoch of this run still to come: 400. A bare epoch after the last
+    // commit: 410, since another run may have sent other changes under it.
+    let run = stats(&base, "")["run"].as_str().unwrap().to_string();
+    for query in [
+        "?since=abc",
+        "?since=-1",
+        "?since=1-",
+        "?since=1-a/b",
+        &format!("?since=99999999-{run}"),
+    ] {
         let (status, body) = get(&base, &format!("/api/v1/stats/stream{query}"));
         assert_eq!(status, 400, "{query}: {body}");
     }
+    let (status, body) = get(&base, "/api/v1/stats/stream?since=99999999");
+    assert_eq!(status, 410, "{body}");
     watch.stop();
 
     // A restarted watch holds no history of the epochs before it: they come from the lake.
@@ -524,7 +548,115 @@ fn api_a_resumed_stream_misses_nothing_and_counts_nothing_twice() {
         None,
     );
     let mut summed = summed_at_first;
-    sum_until_settled(&base, &from_lake, &mut summed, 2, at_first);
+    sum_until_settled(
+        &base,
+        &from_lake,
+        &mut summed,
+        2,
+        &format!("{at_first}-{run}"),
+    );
+    watch.stop();
+}
+
+#[test]
+fn api_after_a_crash_an_uncommitted_event_id_is_gone_and_a_committed_epoch_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, lake) = (tmp.path().join("dir"), tmp.path().join("lake"));
+    std::fs::create_dir(&dir).unwrap();
+    // A first run commits one file and stops cleanly: epoch `committed` is in the lake.
+    let (watch, base) = serve(&dir, &lake, &[]);
+    write(&dir, "a.rs", "// TODO one\n");
+    let at_commit = eventually("one file committed", || {
+        let now = stats(&base, "");
+        (files_total(&now) == 1 && now["epoch"] == now["committed_epoch"])
+            .then_some(now.clone())
+            .ok_or(now.to_string())
+    });
+    watch.stop();
+    let committed = at_commit["committed_epoch"].as_u64().unwrap();
+    let mut summed_at_commit = Summed::new();
+    add(&mut summed_at_commit, &at_commit["rows"]);
+
+    // A run that commits only once a minute: what it streams stays uncommitted.
+    let slow = ["--commit-interval", "60s"];
+    let (mut crashed, base) = serve(&dir, &lake, &slow);
+    let stream = subscribe(&base);
+    let (event, id, snapshot) = stream.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(event, "snapshot");
+    let old_run = snapshot["run"].as_str().unwrap().to_string();
+    assert_eq!(
+        id.as_deref(),
+        Some(&*format!("{}-{old_run}", snapshot["epoch"]))
+    );
+    let mut summed = Summed::new();
+    add(&mut summed, &snapshot["rows"]);
+    write(&dir, "b.py", "# TODO two\nprint(2)\n");
+    write(&dir, "c.txt", "plain\n");
+    let old_id = sum_until_settled(&base, &stream, &mut summed, 3, &id.unwrap());
+    drop(stream);
+    let now = stats(&base, "");
+    assert_eq!(now["committed_epoch"].as_u64(), Some(committed), "{now}");
+    assert!(epoch_of(&old_id) > committed, "{old_id} after {committed}");
+    crashed.kill();
+
+    // The next run on the same lake and port numbers its epochs from the commit again, with
+    // other changes in them.
+    let addr = base.strip_prefix("http://").unwrap();
+    let (watch, base) = Watching::serving_on(&dir, &lake, addr, &slow);
+    std::fs::remove_file(dir.join("b.py")).unwrap();
+    write(&dir, "d.md", "# notes\nTODO three\n");
+    let end = eventually("the next run's statistics", || {
+        let now = stats(&base, "");
+        let (status, _) = get(&base, "/readyz");
+        (status == 200 && files_total(&now) == 3 && total(&now, "bytes") == 12 + 6 + 19)
+            .then_some(now.clone())
+            .ok_or(now.to_string())
+    });
+    let run = end["run"].as_str().unwrap().to_string();
+    assert_ne!(run, old_run, "each run has its own id");
+    assert_eq!(end["committed_epoch"].as_u64(), Some(committed), "{end}");
+
+    // The crashed run's uncommitted id: 410, by header and by `since`, never a wrong resume.
+    let resume = |id: &str| {
+        let mut response = agent()
+            .get(format!("{base}/api/v1/stats/stream"))
+            .header("Last-Event-ID", id)
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = resume(&old_id);
+    assert_eq!(status, 410, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("not committed"),
+        "{body}"
+    );
+    let (status, body) = get(&base, &format!("/api/v1/stats/stream?since={old_id}"));
+    assert_eq!(status, 410, "{body}");
+
+    // The committed epoch, as a bare number or as the crashed run's id: the diffs after it,
+    // summed onto the committed statistics, end at /api/v1/stats.
+    for id in [committed.to_string(), format!("{committed}-{old_run}")] {
+        let resumed = subscribe_to(&base, "/api/v1/stats/stream", Some(&id));
+        let mut summed = summed_at_commit.clone();
+        sum_until_settled(
+            &base,
+            &resumed,
+            &mut summed,
+            3,
+            &format!("{committed}-{run}"),
+        );
+        let got: Vec<String> = (summed.iter())
+            .map(|([d, k, r, m], v)| format!("{d} {k} {r} {m} {v}"))
+            .collect();
+        assert_eq!(
+            got,
+            printed(&stats(&base, "")["rows"]),
+            "resumed after {id}"
+        );
+    }
     watch.stop();
 }
 

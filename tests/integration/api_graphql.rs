@@ -52,7 +52,7 @@ fn graphql_error(base: &str, query: &str) -> String {
 const ROW: &str = "rows { dimension key rule metric value }";
 
 fn stats_query(arguments: &str) -> String {
-    format!("{{ stats{arguments} {{ epoch committed_epoch: committedEpoch {ROW} }} }}")
+    format!("{{ stats{arguments} {{ epoch committed_epoch: committedEpoch run {ROW} }} }}")
 }
 
 /// Waits until the watch has committed everything with `files` current files and nothing moves.
@@ -411,19 +411,38 @@ fn api_graphql_subscription_resumes_after_an_epoch() {
             .ok_or(format!("{got:?} against {now}"))
     });
 
-    // An epoch still to come is refused, as by the SSE route.
-    let mut socket = open_socket(&base, None).unwrap();
-    assert!(init(&mut socket, json!({})));
-    let query = subscription("(since: 99999999)");
-    send(
-        &mut socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }),
-    );
-    let message = receive(&mut socket).unwrap();
-    assert_eq!(message["payload"]["data"], Value::Null, "{message}");
-    let error = message["payload"]["errors"][0]["message"].as_str().unwrap();
-    assert!(error.contains("after the current epoch"), "{message}");
-    assert_eq!(receive(&mut socket).unwrap()["type"], "complete");
+    // As by the SSE route: a bare epoch after the last commit is gone (another run may have
+    // sent other changes under it), an epoch of this run still to come a bad request.
+    let run = first["run"].as_str().unwrap();
+    for (arguments, code, text) in [
+        ("(since: 99999999)".to_string(), "GONE", "was not committed"),
+        (
+            format!("(resume: \"99999999-{run}\")"),
+            "BAD_REQUEST",
+            "after the current epoch",
+        ),
+        (
+            "(resume: \"7-x/y\")".to_string(),
+            "BAD_REQUEST",
+            "not an epoch",
+        ),
+    ] {
+        let mut socket = open_socket(&base, None).unwrap();
+        assert!(init(&mut socket, json!({})));
+        send(
+            &mut socket,
+            json!({ "id": "1", "type": "subscribe", "payload": { "query": subscription(&arguments) } }),
+        );
+        let message = receive(&mut socket).unwrap();
+        assert_eq!(message["payload"]["data"], Value::Null, "{message}");
+        let error = &message["payload"]["errors"][0];
+        assert!(
+            error["message"].as_str().unwrap().contains(text),
+            "{message}"
+        );
+        assert_eq!(error["extensions"]["code"], code, "{message}");
+        assert_eq!(receive(&mut socket).unwrap()["type"], "complete");
+    }
     watch.stop();
 }
 

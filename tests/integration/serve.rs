@@ -289,7 +289,7 @@ fn api_serve_follows_a_watch_and_leaves_the_lake_unchanged() {
     eventually("the stream's sum equal to /api/v1/stats", || {
         while let Ok((event, id, data)) = stream.try_recv() {
             assert_eq!(event, "diff", "{data}");
-            let id: u64 = id.unwrap().parse().unwrap();
+            let id = crate::api::epoch_of(&id.unwrap());
             assert!(id > last, "event ids grow: {id} after {last}");
             last = id;
             add(&mut summed, &data["rows"]);
@@ -362,6 +362,20 @@ fn api_serve_a_lake_without_commits_is_not_ready_and_needs_its_tokens() {
     assert_eq!(call("/api/v1/stats", None).0, 401);
     assert_eq!(call("/api/v1/stats", Some("wrong-token")).0, 401);
     assert_eq!(call("/api/v1/stats", Some("right-token")).0, 200);
+    // The routes that read the committed lake: 503 with a JSON error until there is a commit.
+    for path in [
+        "/api/v1/files",
+        "/api/v1/duplicates",
+        "/api/v1/files/s/a.rs",
+    ] {
+        let (status, body) = call(path, Some("right-token"));
+        assert_eq!(status, 503, "{path}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains("not ready"),
+            "{body}"
+        );
+    }
 
     // A watch opens the lake while it is served (serving holds no lock) and commits.
     write(&dir, "a.rs", "// TODO\n");
@@ -444,8 +458,11 @@ fn ingestion_latency(dir: &Path, base: &str, name: &str, files: i64) -> Duration
 const IDLE_CLIENTS: usize = 1000;
 /// The most the watch's resident memory may grow with them connected.
 const IDLE_CLIENTS_RSS_BOUND_KIB: u64 = 64 * 1024;
-/// The longest a write may take to reach the statistics with them connected.
-const IDLE_CLIENTS_LATENCY_BOUND: Duration = Duration::from_secs(3);
+/// The longest a write may take to reach the statistics with them connected: twice the longest
+/// without them, measured in the same test, plus this much: each client's stream encodes every
+/// diff itself (a few hundred ms an epoch for all of them in a debug build on a loaded machine),
+/// and room for noise.
+const IDLE_CLIENTS_LATENCY_SLACK: Duration = Duration::from_millis(750);
 
 #[test]
 fn api_a_thousand_idle_stream_clients_neither_slow_ingestion_nor_grow_memory_unbounded() {
@@ -512,9 +529,11 @@ fn api_a_thousand_idle_stream_clients_neither_slow_ingestion_nor_grow_memory_unb
         .to_string();
     drop(clients);
     let slowest = |d: &[Duration]| d.iter().max().copied().unwrap();
+    let bound = 2 * slowest(&alone) + IDLE_CLIENTS_LATENCY_SLACK;
     println!(
         "{IDLE_CLIENTS} idle stream clients: write-to-statistics latency alone {:?} (max {:?}), \
-         with them {:?} (max {:?}); watch RSS {} KiB before, {} KiB with them (+{} KiB); {open}",
+         with them {:?} (max {:?}, bound {bound:?}); watch RSS {} KiB before, {} KiB with them \
+         (+{} KiB); {open}",
         alone,
         slowest(&alone),
         crowded,
@@ -524,8 +543,8 @@ fn api_a_thousand_idle_stream_clients_neither_slow_ingestion_nor_grow_memory_unb
         rss_after.saturating_sub(rss_before)
     );
     assert!(
-        slowest(&crowded) < IDLE_CLIENTS_LATENCY_BOUND,
-        "ingestion slowed: {crowded:?} against {alone:?} without the clients"
+        slowest(&crowded) <= bound,
+        "ingestion slowed: {crowded:?} against {alone:?} without the clients (bound {bound:?})"
     );
     assert!(
         rss_after < rss_before + IDLE_CLIENTS_RSS_BOUND_KIB,

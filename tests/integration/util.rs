@@ -269,15 +269,14 @@ impl Watching {
 
     /// Starts watching with extra arguments.
     pub fn start_with(dir: &Path, lake: &Path, extra: &[&str]) -> Watching {
+        // A short commit interval unless the test gives one.
+        let interval = match extra.contains(&"--commit-interval") {
+            true => &[][..],
+            false => &["--commit-interval", "300ms"][..],
+        };
         let child = exoflow()
-            .args([
-                "watch",
-                s(dir),
-                "--out",
-                s(lake),
-                "--commit-interval",
-                "300ms",
-            ])
+            .args(["watch", s(dir), "--out", s(lake)])
+            .args(interval)
             .args(["--workers", "2"])
             .args(extra)
             .stdout(Stdio::piped())

@@ -282,7 +282,7 @@ async function readEvents(body, onEvent) {
 
 /** One connection of the stream, until it ends; resumes after `lastEventId` when there is one. */
 async function streamOnce() {
-  const resume = lastEventId !== null ? { "Last-Event-ID": String(lastEventId) } : {};
+  const resume = lastEventId !== null ? { "Last-Event-ID": lastEventId } : {};
   const response = await call("/api/v1/stats/stream", resume);
   if (response.status === 410 || response.status === 400) throw new CannotResume(await response.text());
   if (!response.ok) throw new Error("the stream answered " + response.status);
@@ -296,12 +296,12 @@ async function streamOnce() {
       replaceAll(body.rows);
       epoch = body.epoch;
       committedEpoch = body.committed_epoch;
-      lastEventId = body.epoch;
+      lastEventId = e.id;
     } else if (e.event === "diff") {
       const body = JSON.parse(e.data);
       applyRows(body.rows);
       setEpoch(body.epoch);
-      lastEventId = body.epoch;
+      lastEventId = e.id;
     } else if (e.event === "error") {
       // The server dropped this client for falling behind: start over from a snapshot.
       lastEventId = null;
@@ -319,7 +319,8 @@ async function loadSnapshot() {
   replaceAll(body.rows);
   epoch = body.epoch;
   committedEpoch = body.committed_epoch;
-  lastEventId = body.epoch;
+  // The stream's event ids are EPOCH-RUN: resume after this epoch of this run.
+  lastEventId = `${body.epoch}-${body.run}`;
   queueRender();
 }
 
