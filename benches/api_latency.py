@@ -58,12 +58,14 @@ SUBDIRS = 20
 
 
 class Watch:
-    def __init__(self, exoflow, tree, lake, latency_ms, workdir):
+    def __init__(self, exoflow, tree, lake, latency_ms, commit_interval, workdir):
         self.err_path = os.path.join(workdir, "watch.stderr")
         self.err = open(self.err_path, "w")
         cmd = [exoflow, "watch", tree, "--out", lake, "--http", "127.0.0.1:0"]
         if latency_ms is not None:
             cmd += ["--latency-ms", str(latency_ms)]
+        if commit_interval is not None:
+            cmd += ["--commit-interval", commit_interval]
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdout=self.err, stderr=self.err)
         self.host, self.port = "127.0.0.1", self._port()
@@ -431,7 +433,7 @@ def run_once(args, sse_clients, label):
         with open(os.path.join(tree, f"d{k % SUBDIRS:02}", f"seed{k}.txt"), "w") as f:
             f.write(f"seed {k}\n" + ("TODO seed\n" if k % 2 else ""))
     load_before = os.getloadavg()
-    watch = Watch(args.exoflow, tree, lake, args.latency_ms, workdir)
+    watch = Watch(args.exoflow, tree, lake, args.latency_ms, args.commit_interval, workdir)
     procs = []
     try:
         watch.wait_ready()
@@ -486,6 +488,11 @@ def run_once(args, sse_clients, label):
         hwm, rss = watch.memory()
         status, metrics_after = watch.get("/metrics")
         after, h_sum, h_count = parse_histogram(metrics_after.decode())
+        c_before, c_sum_before, c_count_before = parse_histogram(metrics_before.decode(), "exoflow_commit_duration_seconds")
+        c_after, c_sum_after, c_count_after = parse_histogram(metrics_after.decode(), "exoflow_commit_duration_seconds")
+        commits = (c_count_after - c_count_before, c_sum_after - c_sum_before,
+                   min((le for le in c_after if c_after[le] - c_before.get(le, 0) >= c_count_after - c_count_before),
+                       default=float("nan")))
         stop.set()
         swarm = swarm_pipe.recv() if swarm_pipe else None
         for p in procs:
@@ -506,7 +513,7 @@ def run_once(args, sse_clients, label):
     out = {"label": label, "sse_clients": sse_clients, "base": base,
            "writes": args.writes, "write_seconds": w_end - w_start, "writer_max_lag_ms": w_lag * 1000,
            "hwm_mib": hwm / 1024, "rss_mib": rss / 1024, "load_before": load_before, "load_after": load_after,
-           "swarm": swarm, "cmd": " ".join(watch.cmd),
+           "swarm": swarm, "cmd": " ".join(watch.cmd), "commits": commits,
            "cpu": {"wall": wall, "watch": cpu_watch, "writer": w_cpu, "poller": results["poll"][-1],
                    "sse": results["sse"][-1], "clients": swarm["cpu"] if swarm else 0.0}}
     for name in ("poll", "sse"):
@@ -570,6 +577,9 @@ def print_run(r, args):
     if r["own"]:
         n, p50, p99, mx = r["own"]
         print(f"   the watch's own summary (whole run, {n} events): p50 {p50} ms, p99 {p99} ms, max {mx} ms")
+    n, total, bound = r["commits"]
+    print(f"   lake commits during the run: {n:.0f}, {total * 1000:.0f} ms in all, the longest <= {bound * 1000:g} ms "
+          "(exoflow_commit_duration_seconds)")
     c = r["cpu"]
     print(f"   CPU seconds from the first write until every file showed ({c['wall']:.2f} s): watch "
           f"{c['watch']:.2f}, writer {c['writer']:.2f}, poller {c['poller']:.2f}, stream consumer {c['sse']:.2f}"
@@ -604,6 +614,7 @@ def main():
                     help="pause between two polls of /api/v1/stats (default 0: a tight loop)")
     ap.add_argument("--seed-files", type=int, default=100, help="files in the tree before the watch starts")
     ap.add_argument("--latency-ms", type=int, default=None, help="the watch's --latency-ms (default: its own)")
+    ap.add_argument("--commit-interval", default=None, help="the watch's --commit-interval (default: its own)")
     ap.add_argument("--drain", type=float, default=30.0,
                     help="seconds to wait after the last write for every file to show (default 30)")
     ap.add_argument("--exoflow", default="target/release/exoflow")
