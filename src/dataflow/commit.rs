@@ -130,23 +130,41 @@ impl Committer {
         self.coordinator
     }
 
-    /// Applies the statistic changes of a complete epoch; epoch 0 is the restored state, which is
-    /// already in the lake.
-    pub fn apply(
+    /// Publishes the statistic changes of a complete epoch to the live snapshot, and returns
+    /// them consolidated for [`Committer::apply`]; None for an epoch that is never committed (a
+    /// failed snapshot's). Called before the commits requested ahead of the epoch are written:
+    /// the live statistics need not wait for the lake.
+    pub fn publish(
         &mut self,
         epoch: u64,
         changes: FxHashMap<StatKey, i64>,
+    ) -> Option<Vec<(StatKey, i64)>> {
+        if epoch > self.clock.committable_through() {
+            return None;
+        }
+        let mut consolidated: Vec<(StatKey, i64)> =
+            changes.into_iter().filter(|(_, diff)| *diff != 0).collect();
+        consolidated.sort_unstable();
+        if let Some(live) = &mut self.live {
+            live.publish_epoch(epoch, consolidated.clone());
+        }
+        Some(consolidated)
+    }
+
+    /// Writes the statistic changes of a complete epoch that [`Committer::publish`] returned;
+    /// epoch 0 is the restored state, which is already in the lake.
+    pub fn apply(
+        &mut self,
+        epoch: u64,
+        changes: Option<Vec<(StatKey, i64)>>,
         memberships: FxHashMap<Membership, i64>,
     ) -> Result<(), SinkError> {
-        if epoch > self.clock.committable_through() {
-            return Ok(()); // never committed: a failed snapshot's
-        }
-        let applied = self.stats.apply(epoch, changes, epoch > 0)?;
+        let Some(changes) = changes else {
+            return Ok(());
+        };
+        self.stats.apply(epoch, changes, epoch > 0)?;
         if epoch > 0 {
             self.stats.record_memberships(epoch, memberships)?;
-        }
-        if let Some(live) = &mut self.live {
-            live.publish_epoch(epoch, applied);
         }
         Ok(())
     }

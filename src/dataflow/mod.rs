@@ -614,13 +614,14 @@ fn write_stats<'scope>(
                             break;
                         }
                         let (epoch, changes) = entry.remove_entry();
+                        let stats = committer.publish(epoch, changes.stats);
                         // Commits requested before this epoch first: the open `stats_changes`
                         // part and `stats_current.parquet` must not hold changes past a commit.
                         if epoch > 0 && coordinating(&committer) {
                             committer.restored()?;
                             committer.commit_through(Some(epoch - 1))?;
                         }
-                        committer.apply(epoch, changes.stats, changes.memberships)?;
+                        committer.apply(epoch, stats, changes.memberships)?;
                     }
                     if !coordinating(&committer) {
                         return Ok(());
