@@ -126,6 +126,40 @@ impl Bins {
     }
 }
 
+impl Bins {
+    /// [`Bins::put`] for a block of hashes, the bin computed outside the loop's branch;
+    /// `empty`: some hash of the block has the value [`EMPTY`].
+    #[inline(always)]
+    fn put_block(
+        self,
+        hashes: &[u64],
+        empty: bool,
+        out: &mut [u32],
+        filled_at_empty: &mut Vec<usize>,
+    ) {
+        match self.shift {
+            Some(shift) => {
+                for &h in hashes {
+                    keep_least(out, (h >> shift) as usize, h as u32);
+                }
+            }
+            None => {
+                for &h in hashes {
+                    keep_least(out, (((h >> 32) * self.k) >> 32) as usize, h as u32);
+                }
+            }
+        }
+        if empty {
+            filled_at_empty.extend(
+                hashes
+                    .iter()
+                    .filter(|&&h| h as u32 == EMPTY)
+                    .map(|&h| self.bin(h)),
+            );
+        }
+    }
+}
+
 /// `out[bin] = min(out[bin], value)`, for a `bin` that [`Bins`] computed: always below `k`.
 #[inline(always)]
 fn keep_least(out: &mut [u32], bin: usize, value: u32) {
@@ -174,7 +208,7 @@ fn whole_blocks(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Bins, EMPTY, LENGTH_MIX, keep_least};
+    use super::{Bins, LENGTH_MIX, window_mask};
 
     /// Shingles per block.
     const BLOCK: usize = 32;
@@ -215,11 +249,7 @@ mod avx2 {
         out: &mut [u32],
         filled_at_empty: &mut Vec<usize>,
     ) -> usize {
-        let mask = if width == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * width)) - 1
-        };
+        let mask = window_mask(width);
         let [m1_lo, m1_hi] = halves(0xff51_afd7_ed55_8ccd);
         let [m2_lo, m2_hi] = halves(0xc4ce_b9fe_1a85_ec53);
         let c = [
@@ -246,27 +276,9 @@ mod avx2 {
                 // SAFETY: `lanes` is 4 writable u64s.
                 unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), h) };
             }
-            match bins.shift {
-                Some(shift) => {
-                    for &h in &hashes {
-                        keep_least(out, (h >> shift) as usize, h as u32);
-                    }
-                }
-                None => {
-                    for &h in &hashes {
-                        keep_least(out, (((h >> 32) * bins.k) >> 32) as usize, h as u32);
-                    }
-                }
-            }
             // The low half of a lane is the even 32-bit element.
-            if _mm256_movemask_ps(_mm256_castsi256_ps(empty)) & 0b0101_0101 != 0 {
-                filled_at_empty.extend(
-                    hashes
-                        .iter()
-                        .filter(|&&h| h as u32 == EMPTY)
-                        .map(|&h| bins.bin(h)),
-                );
-            }
+            let empty = _mm256_movemask_ps(_mm256_castsi256_ps(empty)) & 0b0101_0101 != 0;
+            bins.put_block(&hashes, empty, out, filled_at_empty);
             start += BLOCK;
         }
         start
@@ -293,11 +305,7 @@ fn blocks(
     out: &mut [u32],
     filled_at_empty: &mut Vec<usize>,
 ) -> usize {
-    let mask = if width == 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * width)) - 1
-    };
+    let mask = window_mask(width);
     let length = (width as u64).wrapping_mul(LENGTH_MIX);
     let mut hashes = [0u64; BLOCK];
     let mut start = 0;
@@ -310,29 +318,20 @@ fn blocks(
             *h = fmix64((u64::from_le_bytes(bytes) & mask).wrapping_add(length));
             empty |= *h as u32 == EMPTY;
         }
-        match bins.shift {
-            Some(shift) => {
-                for &h in &hashes {
-                    keep_least(out, (h >> shift) as usize, h as u32);
-                }
-            }
-            None => {
-                for &h in &hashes {
-                    keep_least(out, (((h >> 32) * bins.k) >> 32) as usize, h as u32);
-                }
-            }
-        }
-        if empty {
-            filled_at_empty.extend(
-                hashes
-                    .iter()
-                    .filter(|&&h| h as u32 == EMPTY)
-                    .map(|&h| bins.bin(h)),
-            );
-        }
+        bins.put_block(&hashes, empty, out, filled_at_empty);
         start += BLOCK;
     }
     start
+}
+
+/// The low `width` bytes of a u64 read from a window: its shingle.
+#[inline(always)]
+fn window_mask(width: usize) -> u64 {
+    if width == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * width)) - 1
+    }
 }
 
 /// Little-endian packing of at most 8 bytes.
