@@ -225,7 +225,7 @@ impl SubscriptionRoot {
             Change::Diff(body) => Ok(StatsChange {
                 kind: ChangeKind::Diff,
                 epoch: body.epoch,
-                rows: body.rows,
+                rows: body.rows().to_vec(),
             }),
             Change::Lagged(missed) => Err(async_graphql::Error::new(format!(
                 "this client fell {missed} epochs behind the stream; subscribe again for a new snapshot"

@@ -1,8 +1,8 @@
 //! Applied epochs on the commit coordinator -> an immutable snapshot of the live statistics and a
 //! bounded stream of per-epoch diffs, which the server reads without ever holding a worker up.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use imbl::{OrdMap, Vector};
@@ -83,11 +83,42 @@ impl Snapshot {
 }
 
 /// The changes of one applied epoch.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct EpochDiff {
     pub seq: u64,
     pub epoch: u64,
-    pub rows: Vec<StatRow>,
+    pub rows: Arc<[StatRow]>,
+    /// `{"epoch":..,"rows":[..]}`, encoded by the first stream that sends the whole diff: every
+    /// unfiltered stream sends these same bytes, so however many clients listen, an epoch is
+    /// encoded once.
+    json: OnceLock<Arc<str>>,
+}
+
+impl EpochDiff {
+    pub fn new(seq: u64, epoch: u64, rows: Vec<StatRow>) -> EpochDiff {
+        EpochDiff {
+            seq,
+            epoch,
+            rows: Arc::from(rows),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The whole diff as JSON, encoded once.
+    pub fn json(&self) -> Arc<str> {
+        (self.json.get_or_init(|| diff_json(self.epoch, &self.rows))).clone()
+    }
+}
+
+/// The body of a stream's `diff` event: `{"epoch":..,"rows":[..]}`.
+pub fn diff_json(epoch: u64, rows: &[StatRow]) -> Arc<str> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        epoch: u64,
+        rows: &'a [StatRow],
+    }
+    let body = Body { epoch, rows };
+    Arc::from(serde_json::to_string(&body).expect("statistics encode as JSON"))
 }
 
 /// What the dataflow publishes and the server reads.
@@ -159,11 +190,7 @@ impl Live {
     ) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let previous = self.snapshot.load();
-        let diff = Arc::new(EpochDiff {
-            seq,
-            epoch,
-            rows: changes,
-        });
+        let diff = Arc::new(EpochDiff::new(seq, epoch, changes));
         let mut recent = previous.recent.clone();
         let mut recent_after = previous.recent_after;
         let mut recent_trimmed = previous.recent_trimmed;

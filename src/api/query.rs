@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 
 use super::RuleInfo;
 use super::lake_view::{self, Duplicates, FileDetail, FilesFilter, FilesPage, LakeView};
-use super::live::{EpochDiff, Live, Snapshot, StatRow};
+use super::live::{EpochDiff, Live, Snapshot, StatRow, diff_json};
 use crate::dataflow::stats::{Dimension, Metric};
 
 /// What the answers are read from: the live snapshot, the lake it commits to, the rules.
@@ -110,6 +110,14 @@ impl StatsFilter {
         Ok(())
     }
 
+    /// Selects every row.
+    pub fn is_everything(&self) -> bool {
+        self.dimension.is_none()
+            && self.key.is_none()
+            && self.rule.is_none()
+            && self.metric.is_none()
+    }
+
     pub fn matches(&self, row: &StatRow) -> bool {
         self.selects(row.dimension, &row.key, row.rule.as_deref(), row.metric)
     }
@@ -182,17 +190,49 @@ impl StatsBody {
 }
 
 /// The changes of one epoch that a filter selects: the body of a stream's `diff`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct DiffBody {
     pub epoch: u64,
-    pub rows: Vec<StatRow>,
+    rows: DiffRows,
+}
+
+#[derive(Debug, Clone)]
+enum DiffRows {
+    /// The filter selects every row: the epoch's diff as published, shared by every stream.
+    All(Arc<EpochDiff>),
+    Selected(Vec<StatRow>),
 }
 
 impl DiffBody {
     fn of(epoch: u64, rows: &[StatRow], filter: &StatsFilter) -> DiffBody {
         DiffBody {
             epoch,
-            rows: rows.iter().filter(|r| filter.matches(r)).cloned().collect(),
+            rows: DiffRows::Selected(rows.iter().filter(|r| filter.matches(r)).cloned().collect()),
+        }
+    }
+
+    fn of_live(diff: &Arc<EpochDiff>, filter: &StatsFilter) -> DiffBody {
+        if filter.is_everything() {
+            return DiffBody {
+                epoch: diff.epoch,
+                rows: DiffRows::All(diff.clone()),
+            };
+        }
+        DiffBody::of(diff.epoch, &diff.rows, filter)
+    }
+
+    pub fn rows(&self) -> &[StatRow] {
+        match &self.rows {
+            DiffRows::All(diff) => &diff.rows,
+            DiffRows::Selected(rows) => rows,
+        }
+    }
+
+    /// `{"epoch":..,"rows":[..]}`; a diff of every row is encoded once for all its streams.
+    pub fn json(&self) -> Arc<str> {
+        match &self.rows {
+            DiffRows::All(diff) => diff.json(),
+            DiffRows::Selected(rows) => diff_json(self.epoch, rows),
         }
     }
 }
@@ -413,7 +453,7 @@ impl Model {
                     }
                 }
                 for diff in snapshot.recent.iter().filter(|d| d.epoch > since) {
-                    prefix.push(Change::Diff(DiffBody::of(diff.epoch, &diff.rows, &filter)));
+                    prefix.push(Change::Diff(DiffBody::of_live(diff, &filter)));
                 }
                 StreamState::Diffs(diffs, snapshot.seq)
             }
@@ -434,7 +474,7 @@ impl Model {
                         match diffs.recv().await {
                             Ok(diff) if diff.seq <= seen => continue,
                             Ok(diff) => {
-                                let body = DiffBody::of(diff.epoch, &diff.rows, &filter);
+                                let body = DiffBody::of_live(&diff, &filter);
                                 break Some((
                                     Change::Diff(body),
                                     StreamState::Diffs(diffs, diff.seq),
@@ -548,7 +588,40 @@ fn committed_epochs(lake: &std::path::Path) -> Result<Vec<EpochBody>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::not_a_key;
+    use std::sync::Arc;
+
+    use super::{DiffBody, StatsFilter, not_a_key};
+    use crate::api::live::{EpochDiff, StatRow};
+
+    #[test]
+    fn api_a_diff_encoded_once_for_every_stream_is_the_one_each_would_encode() {
+        let row = |key: &str, rule: Option<&str>, value| StatRow {
+            dimension: "language",
+            key: key.into(),
+            rule: rule.map(str::to_string),
+            metric: "files",
+            value,
+        };
+        let rows = vec![row("Rust", None, 2), row("\"C\"\n", Some("r1"), -1)];
+        let diff = Arc::new(EpochDiff::new(3, 7, rows.clone()));
+        let everything = StatsFilter::default();
+        let shared = DiffBody::of_live(&diff, &everything);
+        let own = DiffBody::of(7, &rows, &everything);
+        assert_eq!(shared.json(), own.json());
+        assert!(Arc::ptr_eq(
+            &shared.json(),
+            &DiffBody::of_live(&diff, &everything).json()
+        ));
+        let value: serde_json::Value = serde_json::from_str(&shared.json()).unwrap();
+        assert_eq!(value["epoch"], 7);
+        assert_eq!(value["rows"][1]["key"], "\"C\"\n");
+        assert_eq!(value["rows"][1]["value"], -1);
+        let rust = StatsFilter {
+            key: Some("Rust".into()),
+            ..StatsFilter::default()
+        };
+        assert_eq!(DiffBody::of_live(&diff, &rust).rows(), &rows[..1]);
+    }
 
     #[test]
     fn api_only_relative_clean_names_are_lake_keys() {

@@ -32,6 +32,20 @@ pub const MAX_QUERY_BYTES: usize = 4096;
 /// Threads of the server's runtime: the API is light, and the cores belong to the workers.
 pub const SERVER_THREADS: usize = 2;
 
+/// The nice value of the server's threads: when the workers and the API both want a core, the
+/// workers get most of it, so however many clients connect, ingestion keeps its pace.
+pub const SERVER_NICENESS: i32 = 5;
+
+/// Lowers the calling thread's priority to [`SERVER_NICENESS`]. On Linux the nice value is a
+/// thread's own (setpriority(2), NOTES), so the workers keep theirs; elsewhere it does nothing.
+fn yield_to_workers() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its arguments; `0` names the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, SERVER_NICENESS);
+    }
+}
+
 /// A running server; dropping it stops it.
 pub struct Server {
     addr: SocketAddr,
@@ -55,6 +69,7 @@ impl Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(SERVER_THREADS)
             .thread_name("exoflow-http")
+            .on_thread_start(yield_to_workers)
             .enable_all()
             .build()
             .map_err(ApiError::Runtime)?;
@@ -507,10 +522,10 @@ pub(super) async fn stats_stream(
                 .event("snapshot")
                 .id(format!("{}-{run}", body.epoch))
                 .json_data(body),
-            Change::Diff(body) => Event::default()
+            Change::Diff(body) => Ok(Event::default()
                 .event("diff")
                 .id(format!("{}-{run}", body.epoch))
-                .json_data(body),
+                .data(&*body.json())),
             Change::Lagged(missed) => Ok(Event::default().event("error").data(format!(
                 "{{\"error\":\"this client fell {missed} epochs behind the stream; reconnect for a new snapshot\"}}"
             ))),
