@@ -132,8 +132,14 @@ pub struct Live {
     run: Arc<str>,
 }
 
-/// An id for this process: 8 hex digits of a hash of its pid and start time.
-fn run_id() -> Arc<str> {
+/// The id of this process's run: 8 hex digits of a hash of its pid and start time. The lake's
+/// commit records name the runs that wrote them (see `sink::commit::CommitRecord::runs`).
+pub fn run_id() -> Arc<str> {
+    static RUN: OnceLock<Arc<str>> = OnceLock::new();
+    RUN.get_or_init(new_run_id).clone()
+}
+
+fn new_run_id() -> Arc<str> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

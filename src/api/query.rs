@@ -431,10 +431,12 @@ impl Model {
                 let since = resume.epoch;
                 let this_run = resume.run.as_deref() == Some(self.live.run());
                 // Another run may have published other changes under the same uncommitted
-                // epoch: only a committed one is the same in every run.
-                if !this_run && since > snapshot.committed_epoch {
+                // epoch: only what that run committed is the same in every run.
+                if !this_run && !self.committed_as_sent(&resume, &snapshot).await {
+                    let by =
+                        (resume.run.as_deref()).map_or(String::new(), |r| format!(" by run {r}"));
                     return Err(QueryError::Gone(format!(
-                        "epoch {since} was not committed (the last commit is epoch {}): its \
+                        "epoch {since} was not committed{by} (the last commit is epoch {}): its \
                          changes are not kept; connect without since for a snapshot",
                         snapshot.committed_epoch
                     )));
@@ -491,6 +493,26 @@ impl Model {
             }
         });
         Ok(futures_util::stream::iter(prefix).chain(live).boxed())
+    }
+
+    /// The lake holds what was sent up to `resume`, by another run: a bare epoch is a committed
+    /// one, and `EPOCH-RUN` is one that RUN committed itself (its commit records say through
+    /// which epoch; a run that crashed may have sent later ones that the lake never held).
+    async fn committed_as_sent(&self, resume: &Resume, snapshot: &Snapshot) -> bool {
+        if resume.epoch > snapshot.committed_epoch {
+            return false;
+        }
+        let Some(run) = resume.run.clone() else {
+            return true;
+        };
+        let Some(lake) = self.lake.clone() else {
+            return false;
+        };
+        let through = tokio::task::spawn_blocking(move || {
+            let head = crate::sink::commit::records(&lake).pop();
+            head.and_then(|h| h.committed_by(&run))
+        });
+        matches!(through.await, Ok(Some(through)) if resume.epoch <= through)
     }
 
     /// The committed changes of the epochs after `since` through `floor`, which the live

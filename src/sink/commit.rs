@@ -71,6 +71,30 @@ pub struct CommitRecord {
     pub replay: Option<ReplayProgress>,
     /// What the record commits: "epoch" or "compaction".
     pub action: String,
+    /// The newest runs that wrote records, oldest first, each with the epoch of its last one:
+    /// what a run published live through that epoch is what the lake holds, so a stream event id
+    /// of that run (`EPOCH-RUN`) resumes from the lake after any epoch up to it, and no later one.
+    #[serde(default)]
+    pub runs: Vec<RunCommitted>,
+}
+
+/// A run (see [`crate::api::live::run_id`]) and the epoch of the last record it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCommitted {
+    pub run: String,
+    pub through: u64,
+}
+
+/// Runs a commit record names (see [`CommitRecord::runs`]).
+pub const KEEP_RUNS: usize = 32;
+
+impl CommitRecord {
+    /// The epoch of the last record `run` wrote, if it is among the runs this one names.
+    pub fn committed_by(&self, run: &str) -> Option<u64> {
+        (self.runs.iter().rev())
+            .find(|r| r.run == run)
+            .map(|r| r.through)
+    }
 }
 
 /// Why a lake cannot be opened for writing.
@@ -340,10 +364,19 @@ impl Lake {
     ) -> Result<CommitRecord, SinkError> {
         let mut head = self.head.lock().expect("head lock");
         let previous = head.as_ref();
+        let epoch = epoch.unwrap_or_else(|| previous.map_or(0, |h| h.epoch));
+        let run = crate::api::live::run_id();
+        let mut runs: Vec<RunCommitted> = previous.map_or(Vec::new(), |h| h.runs.clone());
+        runs.retain(|r| *r.run != *run);
+        runs.push(RunCommitted {
+            run: run.to_string(),
+            through: epoch,
+        });
+        runs.drain(..runs.len().saturating_sub(KEEP_RUNS));
         let record = CommitRecord {
             format: FORMAT,
             sequence: previous.map_or(1, |h| h.sequence + 1),
-            epoch: epoch.unwrap_or_else(|| previous.map_or(0, |h| h.epoch)),
+            epoch,
             committed_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -352,6 +385,7 @@ impl Lake {
             checkpoint: checkpoint.or(previous.and_then(|h| h.checkpoint)),
             replay: replay.or(previous.and_then(|h| h.replay.clone())),
             action: action.to_string(),
+            runs,
         };
         let dir = self.root.join(LOG_DIR).join(COMMITS_DIR);
         let text = serde_json::to_vec_pretty(&record).expect("a record serializes");

@@ -573,6 +573,7 @@ fn api_after_a_crash_an_uncommitted_event_id_is_gone_and_a_committed_epoch_resum
             .ok_or(now.to_string())
     });
     watch.stop();
+    let first_run = at_commit["run"].as_str().unwrap().to_string();
     let committed = at_commit["committed_epoch"].as_u64().unwrap();
     let mut summed_at_commit = Summed::new();
     add(&mut summed_at_commit, &at_commit["rows"]);
@@ -636,9 +637,14 @@ fn api_after_a_crash_an_uncommitted_event_id_is_gone_and_a_committed_epoch_resum
     let (status, body) = get(&base, &format!("/api/v1/stats/stream?since={old_id}"));
     assert_eq!(status, 410, "{body}");
 
-    // The committed epoch, as a bare number or as the crashed run's id: the diffs after it,
-    // summed onto the committed statistics, end at /api/v1/stats.
-    for id in [committed.to_string(), format!("{committed}-{old_run}")] {
+    // The crashed run committed nothing: even its ids of the committed epoch are gone, as the
+    // lake cannot tell what it sent.
+    let (status, body) = resume(&format!("{committed}-{old_run}"));
+    assert_eq!(status, 410, "{body}");
+
+    // The committed epoch, as a bare number or as the id of the run that committed it: the
+    // diffs after it, summed onto the committed statistics, end at /api/v1/stats.
+    for id in [committed.to_string(), format!("{committed}-{first_run}")] {
         let resumed = subscribe_to(&base, "/api/v1/stats/stream", Some(&id));
         let mut summed = summed_at_commit.clone();
         sum_until_settled(
@@ -657,6 +663,55 @@ fn api_after_a_crash_an_uncommitted_event_id_is_gone_and_a_committed_epoch_resum
             "resumed after {id}"
         );
     }
+
+    // That run stops cleanly, committing past the crashed run's epochs: the crashed run's id
+    // is still gone (the lake holds this run's changes under those epochs, not the ones it
+    // sent), and the id of this run's last event resumes after a restart.
+    let mut files = 3;
+    while stats(&base, "")["epoch"].as_u64().unwrap() < epoch_of(&old_id) {
+        write(&dir, &format!("more-{files}.txt"), "more\n");
+        files += 1;
+        eventually("the file in /api/v1/stats", || {
+            let now = stats(&base, "");
+            (files_total(&now) == files)
+                .then_some(())
+                .ok_or(now.to_string())
+        });
+    }
+    let last = stats(&base, "");
+    watch.stop();
+    let last_id = format!("{}-{run}", last["epoch"]);
+    let resume = |base: &str, id: &str| {
+        let mut response = agent()
+            .get(format!("{base}/api/v1/stats/stream"))
+            .header("Last-Event-ID", id)
+            .call()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let (watch, base) = serve(&dir, &lake, &slow);
+    eventually("the third run ready", || {
+        let (status, body) = get(&base, "/readyz");
+        (status == 200)
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
+    });
+    let now = stats(&base, "");
+    assert!(
+        now["committed_epoch"].as_u64().unwrap() >= epoch_of(&old_id),
+        "{now} commits past {old_id}"
+    );
+    let (status, body) = resume(&base, &old_id);
+    assert_eq!(status, 410, "{body}");
+    let resumed = subscribe_to(&base, "/api/v1/stats/stream", Some(&last_id));
+    let mut summed = Summed::new();
+    add(&mut summed, &last["rows"]);
+    write(&dir, "e.txt", "more\n");
+    // Settled: the resumed sum equals /api/v1/stats.
+    sum_until_settled(&base, &resumed, &mut summed, files + 1, &last_id);
     watch.stop();
 }
 
