@@ -2,7 +2,7 @@
 //! bounded stream of per-epoch diffs, which the server reads without ever holding a worker up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use imbl::{OrdMap, Vector};
@@ -124,6 +124,9 @@ pub fn diff_json(epoch: u64, rows: &[StatRow]) -> Arc<str> {
 /// What the dataflow publishes and the server reads.
 pub struct Live {
     snapshot: ArcSwap<Snapshot>,
+    /// Held while a new snapshot is made from the latest one: the dataflow publishes, and the
+    /// lake's commit thread advances the committed epoch, and neither may undo the other.
+    writing: Mutex<()>,
     diffs: broadcast::Sender<Arc<EpochDiff>>,
     seq: AtomicU64,
     history: usize,
@@ -161,6 +164,7 @@ impl Live {
             }),
             run,
             diffs,
+            writing: Mutex::new(()),
             seq: AtomicU64::new(0),
             history: history.max(1),
             progress: Arc::new(Progress::default()),
@@ -185,8 +189,8 @@ impl Live {
         self.diffs.subscribe()
     }
 
-    /// Publishes the statistics after an epoch's `changes` were applied. Called by one thread
-    /// only (the commit coordinator); never waits for a reader.
+    /// Publishes the statistics after an epoch's `changes` were applied. Called by the commit
+    /// coordinator; never waits for a reader.
     pub fn publish(
         &self,
         epoch: u64,
@@ -194,6 +198,7 @@ impl Live {
         rule_ids: Arc<[String]>,
         changes: Vec<StatRow>,
     ) {
+        let _writing = self.writing.lock().expect("live snapshot lock");
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let previous = self.snapshot.load();
         let diff = Arc::new(EpochDiff::new(seq, epoch, changes));
@@ -230,9 +235,12 @@ impl Live {
     }
 
     /// Records progress without a change of the statistics: every epoch through `epoch` is
-    /// applied, the lake is committed at `committed`, and whether the run is ready.
+    /// applied, the lake is committed at `committed` (or later), and whether the run is ready.
     pub fn advance(&self, epoch: u64, committed: u64, ready: bool) {
+        let _writing = self.writing.lock().expect("live snapshot lock");
         let previous = self.snapshot.load();
+        // Never back: the caller's view of the commits may be older than the commit thread's.
+        let committed = committed.max(previous.committed_epoch);
         let epoch = epoch.max(previous.epoch).max(committed);
         let ready = ready || previous.ready;
         if epoch == previous.epoch

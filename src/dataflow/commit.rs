@@ -1,12 +1,18 @@
-//! The commit coordinator: on worker 0, once the graph's frontier shows a requested commit epoch
-//! complete on every worker (every lake writer has closed its parts for it, see `write_lake`), it
-//! closes the `stats_changes` part, writes the commit record, moves the parts it covers into their
-//! table directories, then replaces `stats_current.parquet`. It also starts checkpoints in the background and records them in a
-//! later commit once they are durable.
+//! The commit coordinator: on worker 0, it publishes each complete epoch's statistics to the
+//! live snapshot, and once the graph's frontier shows a requested commit epoch complete on every
+//! worker (every lake writer has closed its parts for it, see `write_lake`), it hands the commit
+//! to a thread of its own, which closes the `stats_changes` part, writes the commit record, moves
+//! the parts it covers into their table directories, then replaces `stats_current.parquet`. The
+//! thread does its jobs in the order they were handed over, so the lake sees what it did when
+//! the worker wrote it; the dataflow only never waits for the disk. The thread also starts
+//! checkpoints in the background and records them in a later commit once they are durable.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use rustc_hash::FxHashMap;
 
@@ -50,79 +56,113 @@ pub struct CheckpointPolicy {
 pub const MAX_PARTS_AFTER_CHECKPOINT: u64 = 256;
 
 /// A checkpoint being written.
-struct Job {
+struct CheckpointJob {
     epoch: u64,
     handle: JoinHandle<Result<(), SinkError>>,
 }
 
+/// Work for the commit thread, in the order the coordinator decided it.
+enum Job {
+    /// The statistic changes of a complete epoch, and its near-duplicate memberships.
+    Apply {
+        epoch: u64,
+        changes: Vec<(StatKey, i64)>,
+        memberships: FxHashMap<Membership, i64>,
+    },
+    /// The restored state is applied.
+    Restored,
+    /// Commit at this requested epoch.
+    Commit(u64),
+    /// The input is exhausted and every epoch complete.
+    FinishRun,
+}
+
+/// Jobs the commit thread may be behind by. The coordinator waits when it is this far behind:
+/// a lake slower than the input holds the input back, and memory stays bounded.
+const QUEUED_JOBS: usize = 1024;
+
+/// The commit coordinator on worker 0 (every other worker's does nothing): it publishes each
+/// complete epoch's statistics to the live snapshot at once, and hands what touches the lake to
+/// a thread of its own, in order, so that the dataflow never waits for a disk.
 pub struct Committer {
     coordinator: bool,
-    lake: Arc<Lake>,
     clock: Arc<EpochClock>,
-    stats: StatsWriter,
-    rules: RuleSet,
-    replay: Option<ReplayPlan>,
-    policy: CheckpointPolicy,
-    committed: u64,
-    /// The checkpoint the head names.
-    checkpoint: Option<u64>,
-    job: Option<Job>,
-    /// `files` rows the lake writers had written when the last checkpoint was started.
-    rows_at_checkpoint: u64,
-    /// ... and at the last commit; commits with rows since the last checkpoint.
-    rows_at_commit: u64,
-    commits_with_rows: u64,
-    /// `files` rows written by all workers in this run.
-    rows_written: Arc<AtomicU64>,
-    /// The restored state was written to `stats_current.parquet`.
-    restored: bool,
-    /// When to compact in the background; None: never.
-    auto_compact: Option<AutoCompact>,
-    /// A compaction running in the background. It and a checkpoint never run at once: a
-    /// checkpoint reads the parts that a compaction swaps.
-    compaction: Option<JoinHandle<Result<Vec<TableCompaction>, CompactError>>>,
     /// Where the live statistics are published for the server, when one runs.
     live: Option<LivePublisher>,
     /// The first epoch of this run: the run is ready once it is processed.
     first_epoch: u64,
+    /// The epoch of the last durable commit, as the commit thread stores it.
+    committed: Arc<AtomicU64>,
+    /// The last commit handed to the thread.
+    requested: u64,
+    restored: bool,
+    thread: Option<CommitThread>,
+}
+
+struct CommitThread {
+    jobs: Sender<Job>,
+    /// The thread's first error; it writes nothing after it.
+    failed: Receiver<SinkError>,
+    handle: JoinHandle<Option<Vec<PathBuf>>>,
+}
+
+/// What the commit thread writes with.
+pub struct CommitPlan {
+    pub lake: Arc<Lake>,
+    pub clock: Arc<EpochClock>,
+    pub stats: StatsWriter,
+    pub rules: RuleSet,
+    pub replay: Option<ReplayPlan>,
+    pub policy: CheckpointPolicy,
+    /// `files` rows written by all workers in this run.
+    pub rows_written: Arc<AtomicU64>,
+    /// When to compact in the background; None: never.
+    pub auto_compact: Option<AutoCompact>,
 }
 
 impl Committer {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        coordinator: bool,
-        lake: Arc<Lake>,
-        clock: Arc<EpochClock>,
-        stats: StatsWriter,
-        rules: RuleSet,
-        replay: Option<ReplayPlan>,
-        policy: CheckpointPolicy,
-        rows_written: Arc<AtomicU64>,
-        auto_compact: Option<AutoCompact>,
-        live: Option<Arc<Live>>,
-    ) -> Committer {
-        let head = lake.head();
-        let first_epoch = head.as_ref().map_or(0, |h| h.epoch) + 1;
+    pub fn new(coordinator: bool, plan: CommitPlan, live: Option<Arc<Live>>) -> Committer {
+        let live = live.filter(|_| coordinator);
+        let head = plan.lake.head();
+        let committed_at_start = head.as_ref().map_or(0, |h| h.epoch);
+        let committed = Arc::new(AtomicU64::new(committed_at_start));
+        let publisher = (live.clone()).map(|live| LivePublisher::new(live, &plan.rules));
+        let clock = plan.clock.clone();
+        let thread = coordinator.then(|| {
+            let commits = LakeCommits {
+                checkpoint: head.and_then(|h| h.checkpoint),
+                committed: committed_at_start,
+                shared_committed: committed.clone(),
+                plan,
+                job: None,
+                rows_at_checkpoint: 0,
+                rows_at_commit: 0,
+                commits_with_rows: 0,
+                restored: false,
+                compaction: None,
+                live,
+            };
+            let (jobs, queue) = crossbeam_channel::bounded(QUEUED_JOBS);
+            let (report, failed) = crossbeam_channel::bounded(1);
+            let handle = std::thread::Builder::new()
+                .name("exoflow-commit".into())
+                .spawn(move || commits.run(queue, report))
+                .expect("a thread for the lake's commits");
+            CommitThread {
+                jobs,
+                failed,
+                handle,
+            }
+        });
         Committer {
-            live: (live.filter(|_| coordinator)).map(|live| LivePublisher::new(live, &rules)),
-            first_epoch,
             coordinator,
-            committed: head.as_ref().map_or(0, |h| h.epoch),
-            checkpoint: head.and_then(|h| h.checkpoint),
-            lake,
             clock,
-            stats,
-            rules,
-            replay,
-            policy,
-            job: None,
-            rows_at_checkpoint: 0,
-            rows_at_commit: 0,
-            commits_with_rows: 0,
-            rows_written,
+            live: publisher,
+            first_epoch: committed_at_start + 1,
+            committed,
+            requested: committed_at_start,
             restored: false,
-            auto_compact,
-            compaction: None,
+            thread,
         }
     }
 
@@ -151,8 +191,8 @@ impl Committer {
         Some(consolidated)
     }
 
-    /// Writes the statistic changes of a complete epoch that [`Committer::publish`] returned;
-    /// epoch 0 is the restored state, which is already in the lake.
+    /// Has the statistic changes of a complete epoch that [`Committer::publish`] returned
+    /// written; epoch 0 is the restored state, which is already in the lake.
     pub fn apply(
         &mut self,
         epoch: u64,
@@ -162,11 +202,11 @@ impl Committer {
         let Some(changes) = changes else {
             return Ok(());
         };
-        self.stats.apply(epoch, changes, epoch > 0)?;
-        if epoch > 0 {
-            self.stats.record_memberships(epoch, memberships)?;
-        }
-        Ok(())
+        self.send(Job::Apply {
+            epoch,
+            changes,
+            memberships,
+        })
     }
 
     /// Every epoch through `complete` is applied: the live snapshot says so, and the run is ready
@@ -175,49 +215,187 @@ impl Committer {
         let (Some(live), Some(complete)) = (&self.live, complete) else {
             return;
         };
-        let epoch = complete.min(self.clock.last().max(self.committed));
+        let committed = self.committed.load(Ordering::Acquire);
+        let epoch = complete.min(self.clock.last().max(committed));
         let ready = self.restored && complete >= self.first_epoch;
-        live.live().advance(epoch, self.committed, ready);
+        live.live().advance(epoch, committed, ready);
     }
 
-    /// The restored state is in the live statistics: `stats_current.parquet` is rewritten from it
-    /// once, as a crash between a commit record and that file's replacement can leave it behind.
+    /// The restored state is in the live statistics (see [`LakeCommits::restored`]).
     pub fn restored(&mut self) -> Result<(), SinkError> {
-        if !self.restored && self.committed > 0 {
-            self.stats.write_current(self.committed)?;
+        if self.restored {
+            return self.failure();
         }
         self.restored = true;
-        Ok(())
+        self.send(Job::Restored)
     }
 
     /// Commits at the highest requested epoch that is at most `complete`, if that is new.
     pub fn commit_through(&mut self, complete: Option<u64>) -> Result<(), SinkError> {
         let Some(complete) = complete else {
-            return Ok(());
+            return self.failure();
         };
         match self.clock.commit_at_or_before(complete) {
-            Some(epoch) if epoch > self.committed => self.commit(epoch),
-            _ => Ok(()),
+            Some(epoch) if epoch > self.requested => {
+                self.requested = epoch;
+                self.send(Job::Commit(epoch))
+            }
+            _ => self.failure(),
         }
     }
 
     /// The input is exhausted and every epoch complete: commits at the run's last epoch that is
-    /// not abandoned, and records a checkpoint still being written once it is durable.
+    /// not abandoned (see [`LakeCommits::finish_run`]).
     pub fn finish_run(&mut self) -> Result<(), SinkError> {
+        self.send(Job::FinishRun)
+    }
+
+    /// Waits for the commit thread to write everything handed to it, and returns the
+    /// `stats_changes` and `near_duplicates` parts it wrote.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(Vec::new());
+        };
+        drop(thread.jobs);
+        match thread.handle.join() {
+            Ok(Some(parts)) => Ok(parts),
+            Ok(None) => Err(thread.failed.try_recv().unwrap_or_else(|_| stopped())),
+            Err(_) => Err(stopped()),
+        }
+    }
+
+    /// The commit thread's error, if it failed.
+    fn failure(&self) -> Result<(), SinkError> {
+        match self.thread.as_ref().map(|t| t.failed.try_recv()) {
+            Some(Ok(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    fn send(&mut self, job: Job) -> Result<(), SinkError> {
+        self.failure()?;
+        let Some(thread) = &self.thread else {
+            debug_assert!(
+                false,
+                "only the coordinator has the lake's commits to write"
+            );
+            return Ok(());
+        };
+        thread.jobs.send(job).map_err(|_| stopped())
+    }
+}
+
+impl Drop for Committer {
+    /// A run that failed elsewhere: what was handed to the thread is written (or its error
+    /// logged) before the worker ends, so that nothing writes to the lake after the run.
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            drop(thread.jobs);
+            let _ = thread.handle.join();
+        }
+    }
+}
+
+fn stopped() -> SinkError {
+    SinkError::Read {
+        path: PathBuf::from("_exoflow/commits"),
+        reason: "the commit thread stopped".into(),
+    }
+}
+
+/// What the commit thread owns: the `stats_changes` part writer, the commit records, and the
+/// checkpoints and compactions it starts in the background.
+struct LakeCommits {
+    plan: CommitPlan,
+    committed: u64,
+    /// `committed`, for the coordinator.
+    shared_committed: Arc<AtomicU64>,
+    /// The checkpoint the head names.
+    checkpoint: Option<u64>,
+    job: Option<CheckpointJob>,
+    /// `files` rows the lake writers had written when the last checkpoint was started.
+    rows_at_checkpoint: u64,
+    /// ... and at the last commit; commits with rows since the last checkpoint.
+    rows_at_commit: u64,
+    commits_with_rows: u64,
+    /// The restored state was written to `stats_current.parquet`.
+    restored: bool,
+    /// A compaction running in the background. It and a checkpoint never run at once: a
+    /// checkpoint reads the parts that a compaction swaps.
+    compaction: Option<JoinHandle<Result<Vec<TableCompaction>, CompactError>>>,
+    /// The live snapshot, whose committed epoch each commit advances.
+    live: Option<Arc<Live>>,
+}
+
+impl LakeCommits {
+    /// Does the jobs in order until the coordinator hangs up, then closes the part writers and
+    /// returns their parts. After an error (sent to `failed`) it writes nothing more: None.
+    fn run(mut self, jobs: Receiver<Job>, failed: Sender<SinkError>) -> Option<Vec<PathBuf>> {
+        for job in jobs.iter() {
+            let done = match job {
+                Job::Apply {
+                    epoch,
+                    changes,
+                    memberships,
+                } => self.apply(epoch, changes, memberships),
+                Job::Restored => self.restored(),
+                Job::Commit(epoch) if epoch > self.committed => self.commit(epoch),
+                Job::Commit(_) => Ok(()),
+                Job::FinishRun => self.finish_run(),
+            };
+            if let Err(error) = done {
+                let _ = failed.send(error);
+                self.abandon();
+                return None;
+            }
+        }
+        match self.finish() {
+            Ok(parts) => Some(parts),
+            Err(error) => {
+                let _ = failed.send(error);
+                None
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        epoch: u64,
+        changes: Vec<(StatKey, i64)>,
+        memberships: FxHashMap<Membership, i64>,
+    ) -> Result<(), SinkError> {
+        self.plan.stats.apply(epoch, changes, epoch > 0)?;
+        if epoch > 0 {
+            self.plan.stats.record_memberships(epoch, memberships)?;
+        }
+        Ok(())
+    }
+
+    /// The restored state is in the live statistics: `stats_current.parquet` is rewritten from it
+    /// once, as a crash between a commit record and that file's replacement can leave it behind.
+    fn restored(&mut self) -> Result<(), SinkError> {
+        if !self.restored && self.committed > 0 {
+            self.plan.stats.write_current(self.committed)?;
+        }
+        self.restored = true;
+        Ok(())
+    }
+
+    /// Commits at the run's last epoch that is not abandoned, and records a checkpoint still
+    /// being written once it is durable.
+    fn finish_run(&mut self) -> Result<(), SinkError> {
         // A stopping run does not start a compaction it would then wait for; the next run, or
         // `exoflow compact`, merges what is left.
-        self.auto_compact = None;
-        let last = self
-            .clock
-            .last()
-            .min(self.clock.committable_through())
-            .max(self.committed);
+        self.plan.auto_compact = None;
+        let clock = &self.plan.clock;
+        let last = (clock.last().min(clock.committable_through())).max(self.committed);
         if last > self.committed {
             self.commit(last)?;
         }
         if self.job.is_some() {
             let checkpoint = self.finished_checkpoint(true)?;
-            self.lake
+            self.plan
+                .lake
                 .commit(self.committed, "checkpoint", checkpoint, None)?;
         }
         Ok(())
@@ -226,7 +404,7 @@ impl Committer {
     /// Counts a failure in the live counters, when a server runs.
     fn count_error(&self, kind: ErrorKind) {
         if let Some(live) = &self.live {
-            live.live().progress.error(kind);
+            live.progress.error(kind);
         }
     }
 
@@ -237,27 +415,28 @@ impl Committer {
         if result.is_ok()
             && let Some(live) = &self.live
         {
-            (live.live().progress.commit_duration).observe(started.elapsed().as_secs_f64());
+            (live.progress.commit_duration).observe(started.elapsed().as_secs_f64());
         }
         result
     }
 
     fn commit_epoch(&mut self, epoch: u64) -> Result<(), SinkError> {
-        self.stats.close_part()?;
+        self.plan.stats.close_part()?;
         let checkpoint = self.finished_checkpoint(false)?;
-        let replay = self.replay.as_ref().map(|r| ReplayProgress {
+        let replay = self.plan.replay.as_ref().map(|r| ReplayProgress {
             source: r.source.clone(),
             inputs: r.inputs.clone(),
-            done: r.skipped + self.clock.snapshots_from(0, epoch).len(),
+            done: r.skipped + self.plan.clock.snapshots_from(0, epoch).len(),
         });
-        self.lake.commit(epoch, "epoch", checkpoint, replay)?;
+        self.plan.lake.commit(epoch, "epoch", checkpoint, replay)?;
         self.committed = epoch;
+        self.shared_committed.store(epoch, Ordering::Release);
         // The record is durable: the parts it covers become visible to readers, then the
         // statistics that match them.
-        self.lake.publish(epoch)?;
-        self.stats.write_current(epoch)?;
+        self.plan.lake.publish(epoch)?;
+        self.plan.stats.write_current(epoch)?;
         if let Some(live) = &self.live {
-            live.live().advance(epoch, epoch, false);
+            live.advance(epoch, epoch, false);
         }
         self.join_compaction(false);
         self.maybe_start_checkpoint(epoch);
@@ -283,14 +462,14 @@ impl Committer {
             Ok(Err(error)) => {
                 tracing::error!(error = %error, "background compaction failed; auto-compaction is off for this run");
                 self.count_error(ErrorKind::Compaction);
-                self.auto_compact = None;
+                self.plan.auto_compact = None;
             }
             Err(_) => {
                 tracing::error!(
                     "background compaction panicked; auto-compaction is off for this run"
                 );
                 self.count_error(ErrorKind::Compaction);
-                self.auto_compact = None;
+                self.plan.auto_compact = None;
             }
         }
     }
@@ -298,13 +477,13 @@ impl Committer {
     /// Starts a background compaction when no other background job runs and a table has a
     /// tier to merge.
     fn maybe_start_compaction(&mut self) {
-        let Some(policy) = self.auto_compact else {
+        let Some(policy) = self.plan.auto_compact else {
             return;
         };
         if self.job.is_some() || self.compaction.is_some() {
             return;
         }
-        match policy.due(self.lake.root()) {
+        match policy.due(self.plan.lake.root()) {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => {
@@ -313,7 +492,7 @@ impl Committer {
                 return;
             }
         }
-        let lake = self.lake.clone();
+        let lake = self.plan.lake.clone();
         self.compaction = Some(std::thread::spawn(move || compact_running(&lake, &policy)));
     }
 
@@ -331,7 +510,7 @@ impl Committer {
             }
             Ok(Err(error)) => Err(error),
             Err(_) => Err(SinkError::Read {
-                path: self.lake.checkpoint_dir(job.epoch),
+                path: self.plan.lake.checkpoint_dir(job.epoch),
                 reason: "the checkpoint thread panicked".into(),
             }),
         }
@@ -342,49 +521,63 @@ impl Committer {
         if self.job.is_some() || self.compaction.is_some() {
             return;
         }
-        let written = self.rows_written.load(Ordering::Relaxed);
+        let written = self.plan.rows_written.load(Ordering::Relaxed);
         if written > self.rows_at_commit {
             self.commits_with_rows += 1;
             self.rows_at_commit = written;
         }
-        let rows = self.policy.rows_before + written - self.rows_at_checkpoint;
-        let parts =
-            self.policy.parts_before + self.commits_with_rows * self.policy.parts_per_commit;
+        let rows = self.plan.policy.rows_before + written - self.rows_at_checkpoint;
+        let parts = self.plan.policy.parts_before
+            + self.commits_with_rows * self.plan.policy.parts_per_commit;
         // Twice the tracked paths: a checkpoint then at least halves what a restart reads, and
         // costs O(1) per committed row. (After a first replay, the rows are the state already.)
-        let many_rows = rows >= self.policy.min_rows.max(2 * self.stats.tracked_paths());
+        let many_rows = rows
+            >= self
+                .plan
+                .policy
+                .min_rows
+                .max(2 * self.plan.stats.tracked_paths());
         let many_parts = parts >= MAX_PARTS_AFTER_CHECKPOINT && rows > 0;
         if !(many_rows || many_parts) {
             return;
         }
-        self.policy.rows_before = 0;
-        self.policy.parts_before = 0;
+        self.plan.policy.rows_before = 0;
+        self.plan.policy.parts_before = 0;
         self.commits_with_rows = 0;
         self.rows_at_checkpoint = written;
         let since = rows;
-        let root = self.lake.root().to_path_buf();
+        let root = self.plan.lake.root().to_path_buf();
         let range = StateRange {
             checkpoint: self.checkpoint,
             through: epoch,
         };
-        let rules = self.rules.clone();
+        let rules = self.plan.rules.clone();
         tracing::info!(epoch, rows = since, "writing a checkpoint");
         let handle = std::thread::spawn(move || {
             let state = load(&root, range, &rules.ids())?;
             write_checkpoint(&root, epoch, &state.versions, &rules)
         });
-        self.job = Some(Job { epoch, handle });
+        self.job = Some(CheckpointJob { epoch, handle });
+    }
+
+    /// After a failed step: waits for the background jobs, and leaves the open parts to the
+    /// next run, which removes what no commit covers.
+    fn abandon(mut self) {
+        if let Some(job) = self.job.take() {
+            let _ = job.handle.join();
+        }
+        self.join_compaction(true);
     }
 
     /// Closes the `stats_changes` and `near_duplicates` part writers and returns the parts they wrote.
-    pub fn finish(mut self) -> Result<Vec<std::path::PathBuf>, SinkError> {
+    fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
         if let Some(job) = self.job.take() {
             // Not recorded: a later run removes it.
             let _ = job.handle.join();
         }
         self.join_compaction(true);
-        self.stats.close_part()?;
-        let stats = self.stats;
+        self.plan.stats.close_part()?;
+        let stats = self.plan.stats;
         stats.finish()
     }
 }

@@ -31,7 +31,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline as PipelinePact};
 use timely::dataflow::operators::{Operator, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle, Stream, StreamVec};
 
-use self::commit::{CheckpointPolicy, Committer, ReplayPlan};
+use self::commit::{CheckpointPolicy, CommitPlan, Committer, ReplayPlan};
 use self::near_dup::{Membership, near_duplicates};
 use self::reconcile::{Identity, KnownPath, reconcile};
 use self::stats::{DirKeys, StatKey, Tracked, all_stats};
@@ -182,21 +182,24 @@ fn run_worker(
     let rules = plan.stage.rules().clone();
     let root = plan.lake.root().to_path_buf();
     let writer = Rc::new(RefCell::new(LakeWriter::new(&root, index, rules.clone())));
-    let committer = Rc::new(RefCell::new(Committer::new(
-        index == 0,
-        plan.lake.clone(),
-        plan.clock.clone(),
-        StatsWriter::new(&root, index, rules.clone()),
+    let commits = CommitPlan {
+        lake: plan.lake.clone(),
+        clock: plan.clock.clone(),
+        stats: StatsWriter::new(&root, index, rules.clone()),
         rules,
-        plan.replay.clone(),
-        CheckpointPolicy {
+        replay: plan.replay.clone(),
+        policy: CheckpointPolicy {
             min_rows: plan.checkpoint_rows,
             rows_before: shared.restored_rows,
             parts_before: shared.restored_parts,
             parts_per_commit: plan.workers.max(1) as u64,
         },
-        shared.rows_written.clone(),
-        plan.auto_compact,
+        rows_written: shared.rows_written.clone(),
+        auto_compact: plan.auto_compact,
+    };
+    let committer = Rc::new(RefCell::new(Committer::new(
+        index == 0,
+        commits,
         plan.live.clone(),
     )));
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
