@@ -98,8 +98,8 @@ impl QueryRoot {
     }
 
     /// The pipeline's rules with their current counts (as `/api/v1/rules`).
-    async fn rules(&self, ctx: &Context<'_>) -> RulesBody {
-        model(ctx).rules()
+    async fn rules(&self, ctx: &Context<'_>) -> async_graphql::Result<RulesBody> {
+        model(ctx).rules().map_err(graphql_error)
     }
 
     /// The committed epochs of the lake's kept commit records, newest first (as
@@ -368,6 +368,7 @@ mod tests {
     #[test]
     fn api_a_subscriber_that_falls_behind_gets_an_error_and_the_subscription_ends() {
         let live = Arc::new(Live::new(4));
+        live.advance(0, 0, true);
         let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
         let server = Server::start(config, live.clone()).unwrap();
         let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(

@@ -52,6 +52,9 @@ pub struct Snapshot {
     pub committed_epoch: u64,
     /// The restored state is applied and the run's first epoch processed.
     pub ready: bool,
+    /// The restored state is in `values` (always so once `ready`): from here on the values are
+    /// what is true as of `epoch`, though the run may still be processing its first epoch.
+    pub restored: bool,
     /// The value of every statistic: a persistent map, so that publishing one costs O(1) and
     /// applying an epoch to the next one O(changes), however many statistics there are.
     pub values: OrdMap<StatKey, i64>,
@@ -221,6 +224,7 @@ impl Live {
             epoch: epoch.max(previous.epoch),
             committed_epoch: previous.committed_epoch,
             ready: previous.ready,
+            restored: previous.restored,
             values,
             rule_ids,
             recent,
@@ -253,8 +257,21 @@ impl Live {
             epoch,
             committed_epoch: committed,
             ready,
+            restored: previous.restored || ready,
             ..Snapshot::clone(&previous)
         }));
+    }
+
+    /// The restored state is published: the values are what is true as of their epoch.
+    pub fn mark_restored(&self) {
+        let _writing = self.writing.lock().expect("live snapshot lock");
+        let previous = self.snapshot.load();
+        if !previous.restored {
+            self.snapshot.store(Arc::new(Snapshot {
+                restored: true,
+                ..Snapshot::clone(&previous)
+            }));
+        }
     }
 }
 

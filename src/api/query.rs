@@ -290,21 +290,32 @@ enum StreamState {
     Ended,
 }
 
+fn not_ready() -> QueryError {
+    QueryError::NotReady("not ready: restoring the state or processing the first epoch".into())
+}
+
 impl Model {
-    /// The statistics the filter selects, as of the latest snapshot.
     /// The run id of the process that serves (see [`Live::run`]).
     pub fn run(&self) -> &str {
         self.live.run()
     }
 
+    /// The latest snapshot, once the restored state is in it: before, its statistics are not
+    /// what is true as of any epoch.
+    fn restored_snapshot(&self) -> Result<Arc<Snapshot>, QueryError> {
+        let snapshot = self.live.snapshot();
+        snapshot.restored.then_some(snapshot).ok_or_else(not_ready)
+    }
+
+    /// The statistics the filter selects, as of the latest snapshot.
     pub fn stats(&self, filter: &StatsFilter) -> Result<StatsBody, QueryError> {
         filter.check()?;
-        Ok(StatsBody::of(&self.live.snapshot(), filter))
+        Ok(StatsBody::of(&*self.restored_snapshot()?, filter))
     }
 
     /// The pipeline's rules with the files and matches the live statistics count for each.
-    pub fn rules(&self) -> RulesBody {
-        let snapshot = self.live.snapshot();
+    pub fn rules(&self) -> Result<RulesBody, QueryError> {
+        let snapshot = self.restored_snapshot()?;
         let mut counts = std::collections::HashMap::new();
         for (key, value) in snapshot.values.iter() {
             if let (Dimension::Rule, Some(rule)) = (key.dimension, key.rule) {
@@ -325,10 +336,10 @@ impl Model {
                 matches: count(&rule.id, Metric::Matches),
             })
             .collect();
-        RulesBody {
+        Ok(RulesBody {
             epoch: snapshot.epoch,
             rules,
-        }
+        })
     }
 
     /// The committed epochs of the lake's kept commit records, newest first; none without a lake.
@@ -351,9 +362,7 @@ impl Model {
     pub async fn view(&self) -> Result<Arc<LakeView>, QueryError> {
         let snapshot = self.live.snapshot();
         if !snapshot.ready {
-            return Err(QueryError::NotReady(
-                "not ready: restoring the state or processing the first epoch".into(),
-            ));
+            return Err(not_ready());
         }
         let epoch = snapshot.committed_epoch;
         let cached =
@@ -423,7 +432,7 @@ impl Model {
         filter.check()?;
         // Subscribed before the snapshot is read, so no diff falls between them.
         let diffs = self.live.subscribe();
-        let snapshot = self.live.snapshot();
+        let snapshot = self.restored_snapshot()?;
         let mut prefix = Vec::new();
         let start = match since {
             None => StreamState::Snapshot(diffs, snapshot),

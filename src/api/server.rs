@@ -405,6 +405,7 @@ fn filter_of(query: Result<Query<StatsFilter>, QueryRejection>) -> Result<StatsF
     responses(
         (status = 200, description = "The statistics as of an epoch", body = StatsBody),
         (status = 400, description = "An unknown dimension or metric", body = ErrorBody),
+        (status = 503, description = "Not ready yet", body = ErrorBody),
     ))]
 pub(super) async fn stats(
     State(state): State<AppState>,
@@ -430,9 +431,12 @@ pub(super) async fn epochs(State(state): State<AppState>) -> Result<Response, Ap
 
 /// The pipeline's rules with the files and matches the live statistics count for each.
 #[utoipa::path(get, path = "/api/v1/rules", tag = "statistics",
-    responses((status = 200, description = "The rules and their counts", body = RulesBody)))]
-pub(super) async fn rules(State(state): State<AppState>) -> Response {
-    Json(state.model().rules()).into_response()
+    responses(
+        (status = 200, description = "The rules and their counts", body = RulesBody),
+        (status = 503, description = "Not ready yet", body = ErrorBody),
+    ))]
+pub(super) async fn rules(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+    Ok(Json(state.model().rules()?).into_response())
 }
 
 /// The filters of `/api/v1/stats/stream`: those of `/api/v1/stats` and where to resume.
@@ -498,6 +502,7 @@ fn resume_point(since: Option<&str>, headers: &HeaderMap) -> Result<Option<Resum
         (status = 400, description = "An unknown dimension or metric, or a bad epoch", body = ErrorBody),
         (status = 410, description = "The changes after that epoch are no longer kept, or the epoch \
             is another run's and was not committed: connect without `since`", body = ErrorBody),
+        (status = 503, description = "Not ready yet", body = ErrorBody),
     ))]
 pub(super) async fn stats_stream(
     State(state): State<AppState>,
@@ -557,6 +562,7 @@ mod tests {
     fn api_a_stream_client_that_falls_behind_gets_an_error_event_and_is_disconnected() {
         use std::io::BufRead;
         let live = Arc::new(Live::new(4));
+        live.advance(0, 0, true);
         let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
         let server = Server::start(config, live.clone()).unwrap();
         let response = ureq::get(format!("http://{}/api/v1/stats/stream", server.addr()))

@@ -227,6 +227,9 @@ impl Committer {
             return self.failure();
         }
         self.restored = true;
+        if let Some(live) = &self.live {
+            live.live().mark_restored();
+        }
         self.send(Job::Restored)
     }
 
