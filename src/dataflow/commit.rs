@@ -1,8 +1,9 @@
 //! The commit coordinator: on worker 0, it publishes each complete epoch's statistics to the
 //! live snapshot, and once the graph's frontier shows a requested commit epoch complete on every
 //! worker (every lake writer has closed its parts for it, see `write_lake`), it hands the commit
-//! to a thread of its own, which closes the `stats_changes` part, writes the commit record, moves
-//! the parts it covers into their table directories, then replaces `stats_current.parquet`. The
+//! to a thread of its own, which closes the `stats_changes` part, fsyncs the parts the commit
+//! covers (their writers only closed them), writes the commit record, moves those parts into their
+//! table directories, then replaces `stats_current.parquet`. The
 //! thread does its jobs in the order they were handed over, so the lake sees what it did when
 //! the worker wrote it; the dataflow only never waits for the disk. The thread also starts
 //! checkpoints in the background and records them in a later commit once they are durable.
@@ -431,6 +432,7 @@ impl LakeCommits {
             inputs: r.inputs.clone(),
             done: r.skipped + self.plan.clock.snapshots_from(0, epoch).len(),
         });
+        self.plan.lake.sync_pending(epoch)?;
         self.plan.lake.commit(epoch, "epoch", checkpoint, replay)?;
         self.committed = epoch;
         self.shared_committed.store(epoch, Ordering::Release);

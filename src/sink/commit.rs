@@ -1,7 +1,9 @@
 //! The commit protocol (DESIGN.md §4). Part files are written hidden under
-//! `LAKE/_exoflow/pending/<table>/`, fsynced and renamed there to
+//! `LAKE/_exoflow/pending/<table>/` and renamed there to
 //! `part-<worker>-<first_epoch>-<last_epoch>-<seq>.parquet` when closed; once every part holding
-//! rows of epochs up to E is closed, a commit record for E is written atomically under
+//! rows of epochs up to E is closed, the commit fsyncs those parts and their directories
+//! ([`Lake::sync_pending`]: off the workers, on the commit thread), then a commit record for E is
+//! written atomically under
 //! `LAKE/_exoflow/commits/`, and only then are the pending parts it covers renamed into their table
 //! directories ([`Lake::publish`]): **a reader of `LAKE/<table>/*.parquet` sees committed rows
 //! only**. The newest record is the lake's committed state: [`Lake::open`] finishes the renames
@@ -255,6 +257,39 @@ impl Lake {
 
     /// Moves the pending parts whose epochs are all at most `epoch` into their table directories,
     /// durably; `epoch` must be committed. Returns how many moved.
+    /// Makes the pending parts of epochs through `epoch` durable (the parts, then their
+    /// directories, where their renames are), before a commit record names them. Their writers
+    /// only renamed them: fsyncs on the workers would hold the dataflow up for the disk.
+    pub fn sync_pending(&self, epoch: u64) -> Result<usize, SinkError> {
+        let mut synced = 0;
+        for table in PART_TABLES {
+            let pending = pending_dir(&self.root, table);
+            let covered: Vec<PathBuf> = match std::fs::read_dir(&pending) {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        part_epochs(&name).is_some_and(|(_, last)| last <= epoch)
+                    })
+                    .map(|e| e.path())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&pending)(e)),
+            };
+            for part in &covered {
+                File::open(part)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_error(part))?;
+            }
+            if !covered.is_empty() {
+                sync_dir(&pending)?;
+            }
+            synced += covered.len();
+        }
+        Ok(synced)
+    }
+
     pub fn publish(&self, epoch: u64) -> Result<usize, SinkError> {
         self.with_tables_locked(|| {
             let mut moved = 0;

@@ -1,7 +1,8 @@
 //! Record batches -> Parquet part files (zstd, statistics on), written as hidden `*.parquet.tmp` files
-//! under `_exoflow/pending/<table>/`, fsynced and renamed to their part name there when complete. They
-//! move into the table directory only once a commit record covers them (`Lake::publish`), so that a
-//! reader never sees a half-written file, nor a row that a crash could take back.
+//! under `_exoflow/pending/<table>/`, renamed to their part name there when complete, and fsynced by
+//! the commit that covers them (`Lake::sync_pending`). They move into the table directory only once
+//! a commit record covers them (`Lake::publish`), so that a reader never sees a half-written file,
+//! nor a row that a crash could take back.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -157,8 +158,8 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Finishes the open part: footer, fsync, rename to its part name (still pending, see
-    /// `Lake::publish`), fsync of the directory.
+    /// Finishes the open part: footer, rename to its part name (still pending: the commit that
+    /// covers it makes it durable and then publishes it, see `Lake::sync_pending`).
     pub fn close(&mut self) -> Result<(), SinkError> {
         let Some(part) = self.open.take() else {
             return Ok(());
@@ -168,7 +169,18 @@ impl PartWriter {
             self.worker, part.first_epoch, part.last_epoch, self.sequence
         ));
         self.sequence += 1;
-        if let Err(error) = finish_atomically(part.writer, &part.tmp, &target) {
+        let finished = (part.writer.into_inner())
+            .map_err(|source| SinkError::Parquet {
+                path: part.tmp.clone(),
+                source,
+            })
+            .and_then(|_file| {
+                std::fs::rename(&part.tmp, &target).map_err(|source| SinkError::Io {
+                    path: target.clone(),
+                    source,
+                })
+            });
+        if let Err(error) = finished {
             let _ = std::fs::remove_file(&part.tmp);
             return Err(error);
         }
