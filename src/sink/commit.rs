@@ -255,32 +255,38 @@ impl Lake {
         self.write_record(None, "compaction", None, None)
     }
 
-    /// Moves the pending parts whose epochs are all at most `epoch` into their table directories,
-    /// durably; `epoch` must be committed. Returns how many moved.
+    /// The names of the pending parts of `table` whose epochs are all at most `epoch`, in its
+    /// pending directory.
+    fn pending_through(
+        &self,
+        table: &str,
+        epoch: u64,
+    ) -> Result<(PathBuf, Vec<String>), SinkError> {
+        let pending = pending_dir(&self.root, table);
+        let names = match std::fs::read_dir(&pending) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| part_epochs(name).is_some_and(|(_, last)| last <= epoch))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_error(&pending)(e)),
+        };
+        Ok((pending, names))
+    }
+
     /// Makes the pending parts of epochs through `epoch` durable (the parts, then their
     /// directories, where their renames are), before a commit record names them. Their writers
     /// only renamed them: fsyncs on the workers would hold the dataflow up for the disk.
     pub fn sync_pending(&self, epoch: u64) -> Result<usize, SinkError> {
         let mut synced = 0;
         for table in PART_TABLES {
-            let pending = pending_dir(&self.root, table);
-            let covered: Vec<PathBuf> = match std::fs::read_dir(&pending) {
-                Ok(entries) => entries
-                    .filter_map(|e| e.ok())
-                    .filter(|e| {
-                        let name = e.file_name();
-                        let name = name.to_string_lossy();
-                        part_epochs(&name).is_some_and(|(_, last)| last <= epoch)
-                    })
-                    .map(|e| e.path())
-                    .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(&pending)(e)),
-            };
-            for part in &covered {
-                File::open(part)
+            let (pending, covered) = self.pending_through(table, epoch)?;
+            for name in &covered {
+                let part = pending.join(name);
+                File::open(&part)
                     .and_then(|f| f.sync_all())
-                    .map_err(io_error(part))?;
+                    .map_err(io_error(&part))?;
             }
             if !covered.is_empty() {
                 sync_dir(&pending)?;
@@ -290,20 +296,13 @@ impl Lake {
         Ok(synced)
     }
 
+    /// Moves the pending parts whose epochs are all at most `epoch` into their table directories,
+    /// durably; `epoch` must be committed. Returns how many moved.
     pub fn publish(&self, epoch: u64) -> Result<usize, SinkError> {
         self.with_tables_locked(|| {
             let mut moved = 0;
             for table in PART_TABLES {
-                let pending = pending_dir(&self.root, table);
-                let ready: Vec<String> = match std::fs::read_dir(&pending) {
-                    Ok(entries) => entries
-                        .filter_map(|e| e.ok())
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .filter(|name| part_epochs(name).is_some_and(|(_, last)| last <= epoch))
-                        .collect(),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_error(&pending)(e)),
-                };
+                let (pending, ready) = self.pending_through(table, epoch)?;
                 if ready.is_empty() {
                     continue;
                 }
