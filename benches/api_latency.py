@@ -25,7 +25,8 @@ CPU seconds each used are printed. The watch's histogram starts at the event's r
 watch; the external latencies also hold the time before that (the notification's delivery).
 
 Usage:
-  benches/api_latency.py [--rate 1000] [--writes 6000] [--sse-clients 0|200] [--exoflow PATH]
+  benches/api_latency.py [--rate 1000] [--writes 6000] [--sse-clients 0|200] [--commit-interval 100ms]
+                         [--disk-pressure] [--exoflow PATH]
   benches/api_latency.py --compare [--repeat 2] [--sse-clients 200] ...
       runs without and with the extra stream clients, alternating (0, N, 0, N, ...), each run
       on a fresh watch, and prints the medians and the p99 growth in percent.
@@ -423,6 +424,20 @@ def summary(latencies):
     return {"n": len(ms), "p50": percentile(ms, 0.5), "p99": percentile(ms, 0.99), "max": max(ms) if ms else float("nan")}
 
 
+def disk_pressure(workdir, stop):
+    """Writes 64 MiB files and fsyncs each, until stopped: every fsync of the watch then waits
+    behind a disk that is busy, as on a machine that does other work."""
+    path = os.path.join(workdir, "pressure.bin")
+    block = b"\0" * (1 << 20)
+    while not stop.is_set():
+        with open(path, "wb") as f:
+            for _ in range(64):
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+    os.remove(path)
+
+
 def run_once(args, sse_clients, label):
     ctx = mp.get_context("fork")
     workdir = tempfile.mkdtemp(prefix="exoflow-api-bench-")
@@ -455,6 +470,10 @@ def run_once(args, sse_clients, label):
             procs.append(p)
             if not swarm_ready.wait(60):
                 sys.exit(f"only {connected.value} of {sse_clients} stream clients connected and got a snapshot")
+        if args.disk_pressure:
+            p = ctx.Process(target=disk_pressure, args=(workdir, stop))
+            p.start()
+            procs.append(p)
         sse_ready, poll_ready, go = ctx.Event(), ctx.Event(), ctx.Event()
         sse_pipe, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=sse_consumer, args=(watch.host, watch.port, target, sse_ready, stop, child))
@@ -615,6 +634,9 @@ def main():
     ap.add_argument("--seed-files", type=int, default=100, help="files in the tree before the watch starts")
     ap.add_argument("--latency-ms", type=int, default=None, help="the watch's --latency-ms (default: its own)")
     ap.add_argument("--commit-interval", default=None, help="the watch's --commit-interval (default: its own)")
+    ap.add_argument("--disk-pressure", action="store_true",
+                    help="while writing, another process writes 64 MiB files with an fsync each, so that "
+                         "the watch's fsyncs (its commits) wait for a busy disk")
     ap.add_argument("--drain", type=float, default=30.0,
                     help="seconds to wait after the last write for every file to show (default 30)")
     ap.add_argument("--exoflow", default="target/release/exoflow")
