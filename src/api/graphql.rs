@@ -2,6 +2,7 @@
 //! `statsChanges` subscription over a graphql-ws WebSocket at `GET /graphql/ws`. Every operation
 //! is bounded in depth, complexity and body size before it runs.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::{CloseFrame, Message};
-use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,6 +28,7 @@ use super::live::StatRow;
 use super::query::{
     Change, EpochBody, Model, QueryError, Resume, RulesBody, StatsBody, StatsFilter,
 };
+use super::server::{AuditLine, AuditLog, append_audit};
 
 /// The route of queries.
 pub const PATH: &str = "/graphql";
@@ -239,17 +241,21 @@ impl SubscriptionRoot {
 struct GraphqlState {
     schema: ApiSchema,
     tokens: Arc<Vec<Token>>,
+    audit: Option<AuditLog>,
 }
 
 /// The GraphQL routes over `model`; the caller puts its guard (token, audit, metrics) around
-/// them. `tokens` is what a WebSocket's `connection_init` may present instead of a header.
-pub fn routes<S: Clone + Send + Sync + 'static>(
+/// them. `tokens` is what a WebSocket's `connection_init` may present instead of a header; the
+/// audit log gets a line for each such `connection_init`, with its token's name.
+pub(super) fn routes<S: Clone + Send + Sync + 'static>(
     model: Model,
     tokens: Arc<Vec<Token>>,
+    audit: Option<AuditLog>,
 ) -> axum::Router<S> {
     let state = GraphqlState {
         schema: schema(model),
         tokens,
+        audit,
     };
     axum::Router::new()
         .route(
@@ -277,6 +283,23 @@ async fn execute(
     }
 }
 
+/// The audit line of a graphql-ws `connection_init` that presents its token (the upgrade's own
+/// line, written before it, holds none): `WS` as the method, 101 if the token is valid and 401
+/// if not (the socket is then closed).
+fn audit_init(audit: &AuditLog, remote: SocketAddr, token: Option<&str>) {
+    let line = AuditLine {
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        remote: Some(remote.to_string()),
+        token,
+        method: "WS",
+        route: Some(WS_PATH),
+        status: if token.is_some() { 101 } else { 401 },
+        duration_ms: 0.0,
+        bytes: None,
+    };
+    append_audit(audit, &line);
+}
+
 /// The bearer token of a `connection_init` payload, `{"Authorization": "Bearer ..."}`.
 fn init_token<'a>(tokens: &'a [Token], payload: &serde_json::Value) -> Option<&'a str> {
     let given = ["Authorization", "authorization"]
@@ -292,13 +315,18 @@ fn init_token<'a>(tokens: &'a [Token], payload: &serde_json::Value) -> Option<&'
 /// operation runs.
 async fn subscribe(
     State(state): State<GraphqlState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
     headers: HeaderMap,
 ) -> Response {
     let by_header = state.tokens.is_empty()
         || super::server::presented_token(&state.tokens, &headers).is_some();
-    let GraphqlState { schema, tokens } = state;
+    let GraphqlState {
+        schema,
+        tokens,
+        audit,
+    } = state;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
@@ -312,7 +340,11 @@ async fn subscribe(
                             if by_header {
                                 return Ok(Data::default());
                             }
-                            match init_token(&tokens, &payload) {
+                            let token = init_token(&tokens, &payload);
+                            if let Some(audit) = &audit {
+                                audit_init(audit, remote, token);
+                            }
+                            match token {
                                 Some(name) => {
                                     tracing::info!(
                                         token = name,

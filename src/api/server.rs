@@ -170,8 +170,7 @@ pub(super) struct AppState {
     view: Arc<ViewCache>,
     /// The OpenAPI document, as JSON.
     openapi: Arc<String>,
-    /// The audit log: one JSON line per request, appended.
-    audit: Option<Arc<std::sync::Mutex<std::fs::File>>>,
+    audit: Option<AuditLog>,
 }
 
 impl AppState {
@@ -202,21 +201,24 @@ fn cors_layer(origin: &str) -> Result<tower_http::cors::CorsLayer, ApiError> {
         ]))
 }
 
+/// The audit log: one JSON line per request, appended.
+pub(super) type AuditLog = Arc<std::sync::Mutex<std::fs::File>>;
+
 /// One line of the audit log.
 #[derive(Serialize)]
-struct AuditLine<'a> {
+pub(super) struct AuditLine<'a> {
     /// RFC 3339, UTC.
-    time: String,
-    remote: Option<String>,
+    pub(super) time: String,
+    pub(super) remote: Option<String>,
     /// The name of the token presented, never the token; null without one.
-    token: Option<&'a str>,
-    method: &'a str,
+    pub(super) token: Option<&'a str>,
+    pub(super) method: &'a str,
     /// The matched route (like `/api/v1/stats`), null when none matched.
-    route: Option<&'a str>,
-    status: u16,
-    duration_ms: f64,
+    pub(super) route: Option<&'a str>,
+    pub(super) status: u16,
+    pub(super) duration_ms: f64,
     /// The body's length; null for a stream, whose length is not known when it starts.
-    bytes: Option<u64>,
+    pub(super) bytes: Option<u64>,
 }
 
 fn router(state: AppState) -> Router {
@@ -232,7 +234,11 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/files/{source}/{*path}", get(rest::file))
         .route("/api/v1/duplicates", get(rest::duplicates))
         .route("/api/v1/openapi.json", get(openapi))
-        .merge(super::graphql::routes(state.model(), state.tokens.clone()))
+        .merge(super::graphql::routes(
+            state.model(),
+            state.tokens.clone(),
+            state.audit.clone(),
+        ))
         .merge(super::dashboard::routes())
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -309,15 +315,20 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
             duration_ms: seconds * 1e3,
             bytes: response.body().size_hint().exact(),
         };
-        let mut text = serde_json::to_vec(&line).expect("an audit line encodes");
-        text.push(b'\n');
-        // One short append of a whole line; a failure is logged, never the request's.
-        let written = (audit.lock()).map(|mut file| std::io::Write::write_all(&mut *file, &text));
-        if let Ok(Err(error)) = written {
-            tracing::warn!(error = %error, "cannot write the audit log");
-        }
+        append_audit(audit, &line);
     }
     response
+}
+
+/// Appends `line` to the audit log: one short write of a whole line; a failure is logged, never
+/// the request's.
+pub(super) fn append_audit(audit: &AuditLog, line: &AuditLine) {
+    let mut text = serde_json::to_vec(line).expect("an audit line encodes");
+    text.push(b'\n');
+    let written = (audit.lock()).map(|mut file| std::io::Write::write_all(&mut *file, &text));
+    if let Ok(Err(error)) = written {
+        tracing::warn!(error = %error, "cannot write the audit log");
+    }
 }
 
 /// The name of the configured token the request presents as its bearer token, if any.

@@ -641,6 +641,26 @@ fn api_graphql_needs_the_token_on_post_and_on_the_websocket() {
             .any(|l| l["route"] == "/graphql/ws" && l["status"] == 101 && l["token"] == "ops"),
         "{text}"
     );
+    // Each connection_init that presents a token has its own line: the token's name when it is
+    // valid (one), 401 without a name when not (two: a wrong one, none).
+    let inits: Vec<(u64, &Value)> = (lines.iter())
+        .filter(|l| l["method"] == "WS")
+        .map(|l| (l["status"].as_u64().unwrap(), &l["token"]))
+        .collect();
+    assert_eq!(inits.len(), 3, "{text}");
+    assert_eq!(
+        inits
+            .iter()
+            .filter(|(s, t)| *s == 101 && *t == "ops")
+            .count(),
+        1
+    );
+    assert_eq!(
+        (inits.iter())
+            .filter(|(s, t)| *s == 401 && t.is_null())
+            .count(),
+        2
+    );
     watch.stop();
 }
 
