@@ -186,11 +186,9 @@ fn whole_blocks(
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-        {
+        if avx512::detected() {
             // SAFETY: the processor has the features the function is compiled for.
-            return unsafe { whole_blocks_avx512(content, width, bins, out, filled_at_empty) };
+            return unsafe { avx512::blocks(content, width, bins, out, filled_at_empty) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: as above.
@@ -285,16 +283,90 @@ mod avx2 {
     }
 }
 
+/// Step 2 and 3 with AVX-512: eight 64-byte loads at offsets 0..8 of a block hold, as u64
+/// lanes, the windows at offsets `o + 8·lane`, as in [`avx2`]. Only a hash whose value is below
+/// the greatest value of any bin (taken again after each block) can lower its bin's value: those
+/// candidates go on to the scalar update, the others are done with. The values only ever
+/// decrease, so the result is the same; once every bin holds a value, the greatest falls as
+/// about `k / n` of 2³² after `n` shingles, and so does the share of candidates.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-fn whole_blocks_avx512(
-    content: &[u8],
-    width: usize,
-    bins: Bins,
-    out: &mut [u32],
-    filled_at_empty: &mut Vec<usize>,
-) -> usize {
-    blocks(content, width, bins, out, filled_at_empty)
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Bins, LENGTH_MIX, keep_least, window_mask};
+
+    /// Shingles per block.
+    const BLOCK: usize = 64;
+
+    pub(super) fn detected() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+
+    /// [`super::fmix64`] per lane.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn fmix64(x: __m512i, m1: __m512i, m2: __m512i) -> __m512i {
+        let x = _mm512_xor_si512(x, _mm512_srli_epi64::<33>(x));
+        let x = _mm512_mullo_epi64(x, m1);
+        let x = _mm512_xor_si512(x, _mm512_srli_epi64::<33>(x));
+        let x = _mm512_mullo_epi64(x, m2);
+        _mm512_xor_si512(x, _mm512_srli_epi64::<33>(x))
+    }
+
+    /// As [`super::blocks`], 64 shingles a block.
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+    pub(super) fn blocks(
+        content: &[u8],
+        width: usize,
+        bins: Bins,
+        out: &mut [u32],
+        filled_at_empty: &mut Vec<usize>,
+    ) -> usize {
+        let m1 = _mm512_set1_epi64(0xff51_afd7_ed55_8ccd_u64 as i64);
+        let m2 = _mm512_set1_epi64(0xc4ce_b9fe_1a85_ec53_u64 as i64);
+        let mask = _mm512_set1_epi64(window_mask(width) as i64);
+        let length = _mm512_set1_epi64((width as u64).wrapping_mul(LENGTH_MIX) as i64);
+        let all_ones = _mm256_set1_epi32(-1);
+        let greatest =
+            |out: &[u32]| _mm256_set1_epi32(out.iter().copied().max().unwrap_or(0) as i32);
+        let mut threshold = greatest(out);
+        let mut hashes = [0u64; BLOCK];
+        let mut start = 0;
+        // The last load of a block ends 7 + 64 bytes after its start.
+        while start + BLOCK + 7 <= content.len() {
+            let block = &content[start..start + BLOCK + 7];
+            // Every hash of the block first, and one mask of its candidates: no branch between
+            // the loads and multiplies, which overlap.
+            let (mut candidates, mut empty) = (0u64, 0u64);
+            for (o, lanes) in hashes.chunks_exact_mut(8).enumerate() {
+                let bytes: &[u8; 64] = block[o..o + 64].try_into().expect("64 bytes");
+                // SAFETY: `bytes` is 64 readable bytes, `lanes` 8 writable u64s; unaligned.
+                let h = unsafe {
+                    let v = _mm512_loadu_si512(bytes.as_ptr().cast());
+                    let h = fmix64(_mm512_add_epi64(_mm512_and_si512(v, mask), length), m1, m2);
+                    _mm512_storeu_si512(lanes.as_mut_ptr().cast(), h);
+                    h
+                };
+                let value = _mm512_cvtepi64_epi32(h);
+                candidates |= u64::from(_mm256_cmplt_epu32_mask(value, threshold)) << (8 * o);
+                empty |= u64::from(_mm256_cmpeq_epi32_mask(value, all_ones)) << (8 * o);
+            }
+            while candidates != 0 {
+                let h = hashes[candidates.trailing_zeros() as usize];
+                keep_least(out, bins.bin(h), h as u32);
+                candidates &= candidates - 1;
+            }
+            while empty != 0 {
+                filled_at_empty.push(bins.bin(hashes[empty.trailing_zeros() as usize]));
+                empty &= empty - 1;
+            }
+            threshold = greatest(out);
+            start += BLOCK;
+        }
+        start
+    }
 }
 
 #[inline(always)]
@@ -466,7 +538,7 @@ mod tests {
                     let content = &content[..len];
                     let bins = Bins::new(k);
                     let (mut scalar, mut scalar_empty) = (vec![EMPTY; k], Vec::new());
-                    let done = blocks(content, width, bins, &mut scalar, &mut scalar_empty);
+                    let mut done = blocks(content, width, bins, &mut scalar, &mut scalar_empty);
                     let mut paths: Vec<(&str, Vec<u32>, usize)> = Vec::new();
                     #[cfg(target_arch = "x86_64")]
                     if std::arch::is_x86_feature_detected!("avx2") {
@@ -474,6 +546,14 @@ mod tests {
                         // SAFETY: the processor has AVX2.
                         let n = unsafe { avx2::blocks(content, width, bins, &mut out, &mut empty) };
                         paths.push(("avx2", out, n));
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if avx512::detected() {
+                        let (mut out, mut empty) = (vec![EMPTY; k], Vec::new());
+                        // SAFETY: the processor has the features.
+                        let n =
+                            unsafe { avx512::blocks(content, width, bins, &mut out, &mut empty) };
+                        paths.push(("avx512", out, n));
                     }
                     for (name, mut out, n) in paths {
                         // Both cover whole blocks only: bring each to the same end.
@@ -485,7 +565,7 @@ mod tests {
                             }
                         }
                         assert_eq!(out, scalar, "{name} width {width} k {k} len {len}");
-                        scalar = out;
+                        (scalar, done) = (out, end);
                     }
                 }
             }
