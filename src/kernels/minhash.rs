@@ -31,15 +31,18 @@ pub const MAX_SIGNATURE: usize = 1024;
 pub const EMPTY: u32 = u32::MAX;
 
 const LENGTH_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The multipliers of [`fmix64`].
+const FMIX_M1: u64 = 0xff51_afd7_ed55_8ccd;
+const FMIX_M2: u64 = 0xc4ce_b9fe_1a85_ec53;
 
 /// MurmurHash3's 64-bit finalizer: a bijection of u64 that mixes every input bit into every
 /// output bit.
 #[inline(always)]
 pub fn fmix64(mut x: u64) -> u64 {
     x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x = x.wrapping_mul(FMIX_M1);
     x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x = x.wrapping_mul(FMIX_M2);
     x ^ (x >> 33)
 }
 
@@ -206,7 +209,7 @@ fn whole_blocks(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Bins, LENGTH_MIX, window_mask};
+    use super::{Bins, FMIX_M1, FMIX_M2, LENGTH_MIX, window_mask};
 
     /// Shingles per block.
     const BLOCK: usize = 32;
@@ -248,8 +251,8 @@ mod avx2 {
         filled_at_empty: &mut Vec<usize>,
     ) -> usize {
         let mask = window_mask(width);
-        let [m1_lo, m1_hi] = halves(0xff51_afd7_ed55_8ccd);
-        let [m2_lo, m2_hi] = halves(0xc4ce_b9fe_1a85_ec53);
+        let [m1_lo, m1_hi] = halves(FMIX_M1);
+        let [m2_lo, m2_hi] = halves(FMIX_M2);
         let c = [
             _mm256_set1_epi64x(m1_lo),
             _mm256_set1_epi64x(m1_hi),
@@ -293,7 +296,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Bins, LENGTH_MIX, keep_least, window_mask};
+    use super::{Bins, FMIX_M1, FMIX_M2, LENGTH_MIX, keep_least, window_mask};
 
     /// Shingles per block.
     const BLOCK: usize = 64;
@@ -324,8 +327,8 @@ mod avx512 {
         out: &mut [u32],
         filled_at_empty: &mut Vec<usize>,
     ) -> usize {
-        let m1 = _mm512_set1_epi64(0xff51_afd7_ed55_8ccd_u64 as i64);
-        let m2 = _mm512_set1_epi64(0xc4ce_b9fe_1a85_ec53_u64 as i64);
+        let m1 = _mm512_set1_epi64(FMIX_M1 as i64);
+        let m2 = _mm512_set1_epi64(FMIX_M2 as i64);
         let mask = _mm512_set1_epi64(window_mask(width) as i64);
         let length = _mm512_set1_epi64((width as u64).wrapping_mul(LENGTH_MIX) as i64);
         let all_ones = _mm256_set1_epi32(-1);
