@@ -1,0 +1,62 @@
+//! The featurize operator.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Operator;
+
+use super::Shared;
+use crate::batch::Batcher;
+use crate::epochs::EpochClock;
+use crate::source::FileEvent;
+use crate::version::FileVersion;
+
+/// Events -> versions: each event goes to the worker that owns its path, which reads it into a
+/// batch and runs the kernel stage over the batch.
+pub(super) fn featurize<'scope>(
+    events: StreamVec<'scope, u64, FileEvent>,
+    shared: Arc<Shared>,
+) -> StreamVec<'scope, u64, FileVersion> {
+    let pact = Exchange::new(|event: &FileEvent| event.route());
+    events.unary::<CapacityContainerBuilder<Vec<FileVersion>>, _, _, _>(
+        pact,
+        "Featurize",
+        move |_capability, _info| {
+            let plan = &shared.plan;
+            let mut batcher = Batcher::new(plan.max_file_bytes);
+            let mut kernels = plan.stage.worker();
+            move |input, output| {
+                let plan = &shared.plan;
+                input.for_each(|capability, data| {
+                    let mut inline = 0;
+                    let mut flush = |batcher: &mut Batcher, inline: &mut u64| {
+                        let (events, files) = (batcher.len(), batcher.files());
+                        let bytes = batcher.bytes();
+                        let (versions, contents) =
+                            plan.stage.run(kernels.as_mut(), batcher.finish());
+                        batcher.recycle(contents);
+                        plan.progress.add(files as u64, bytes as u64);
+                        shared.in_flight.fetch_sub(events, Ordering::AcqRel);
+                        plan.clock.release_inline(std::mem::take(inline));
+                        output
+                            .session(&capability)
+                            .give_iterator(versions.into_iter());
+                    };
+                    for event in data.drain(..) {
+                        inline += EpochClock::inline_bytes(&event);
+                        batcher.push(event);
+                        if batcher.is_full() {
+                            flush(&mut batcher, &mut inline);
+                        }
+                    }
+                    if !batcher.is_empty() {
+                        flush(&mut batcher, &mut inline);
+                    }
+                });
+            }
+        },
+    )
+}

@@ -1,0 +1,135 @@
+//! The lake-writing operator.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline as PipelinePact;
+use timely::dataflow::operators::Operator;
+
+use super::Shared;
+use super::stats::{DirKeys, Tracked};
+use super::time::epoch_of;
+use crate::epochs::EpochClock;
+use crate::progress::ErrorKind;
+use crate::sink::{LakeWriter, SinkError};
+use crate::version::FileVersion;
+
+/// What the lake-writing operator holds.
+pub(super) struct LakeSink {
+    pub(super) writer: Rc<RefCell<LakeWriter>>,
+    pub(super) failure: Rc<RefCell<Option<SinkError>>>,
+    pub(super) shared: Arc<Shared>,
+    /// The restored current versions, sent to the arrangement at time 0 and not written again.
+    pub(super) restored: Vec<(u128, Tracked)>,
+}
+
+/// Versions -> the worker's part files, and -> upserts keyed by path id, at the time they travel
+/// at, for the current-versions arrangement (so that no version is copied for two consumers).
+///
+/// Parts are closed at the commit epochs the clock requests: before the first row of a later
+/// epoch, and when the input frontier passes the commit epoch. The operator holds its capability
+/// until then, so that nothing downstream sees an epoch complete before its parts are closed,
+/// and it keeps it for good after a write failure, so that nothing after it is committed.
+pub(super) fn write_lake<'scope>(
+    versions: StreamVec<'scope, u64, (u128, FileVersion)>,
+    sink: LakeSink,
+) -> StreamVec<'scope, u64, (u128, Option<Tracked>, u64)> {
+    versions.unary_frontier::<CapacityContainerBuilder<Vec<(u128, Option<Tracked>, u64)>>, _, _, _>(
+        PipelinePact,
+        "LakeWriter",
+        move |capability, _info| {
+            let LakeSink {
+                writer,
+                failure,
+                shared,
+                restored,
+            } = sink;
+            let mut dirs = DirKeys::new(shared.plan.dir_depth);
+            let clock = shared.plan.clock.clone();
+            let progress = shared.plan.progress.clone();
+            let mut restored = Some(restored);
+            let mut capability = Some(capability);
+            move |(input, frontier), output| {
+                if let (Some(cap), Some(restored)) = (capability.as_ref(), restored.take()) {
+                    let mut session = output.session(cap);
+                    for (id, tracked) in restored {
+                        session.give((id, Some(tracked), 0));
+                    }
+                }
+                let fail = |error: SinkError| {
+                    tracing::error!(error = %error, "lake write failed");
+                    progress.error(ErrorKind::LakeWrite);
+                    shared.abort.store(true, Ordering::Release);
+                    failure.borrow_mut().get_or_insert(error);
+                };
+                let mut writer = writer.borrow_mut();
+                input.for_each(|time, data| {
+                    let at = *time.least().expect("a message has a time");
+                    let epoch = epoch_of(at);
+                    if failure.borrow().is_none()
+                        && must_close(&writer, &clock, epoch)
+                        && let Err(error) = writer.close_parts()
+                    {
+                        fail(error);
+                    }
+                    let mut session = output.session(&time);
+                    shared
+                        .rows_written
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    for (id, v) in data.drain(..) {
+                        session.give((id, Tracked::of(&v, &mut dirs), at));
+                        if failure.borrow().is_none() {
+                            let (deleted, skip) = (v.deleted, v.skip_reason);
+                            match writer.push(v) {
+                                Ok(()) => progress.written(deleted, skip),
+                                Err(error) => fail(error),
+                            }
+                        }
+                    }
+                });
+                if failure.borrow().is_some() {
+                    return; // the capability stays where it is
+                }
+                let Some(cap) = capability.as_mut() else {
+                    return;
+                };
+                match frontier.frontier().first() {
+                    Some(&t) => {
+                        let complete = epoch_of(t).checked_sub(1);
+                        let close =
+                            complete.is_some_and(|done| must_close(&writer, &clock, done + 1));
+                        if close && let Err(error) = writer.close_parts() {
+                            fail(error);
+                            return;
+                        }
+                        if t > *cap.time() {
+                            cap.downgrade(&t);
+                        }
+                    }
+                    None => {
+                        if let Err(error) = writer.close_parts() {
+                            fail(error);
+                            return;
+                        }
+                        capability = None;
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Whether the open parts must be closed before rows of `epoch`: a commit was requested at or
+/// after their last epoch and before `epoch`.
+fn must_close(writer: &LakeWriter, clock: &EpochClock, epoch: u64) -> bool {
+    match writer.open_epochs() {
+        Some((_, last)) if last < epoch => clock
+            .commit_at_or_before(epoch - 1)
+            .is_some_and(|c| c >= last),
+        _ => false,
+    }
+}
