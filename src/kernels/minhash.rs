@@ -356,6 +356,8 @@ mod avx512 {
                 candidates |= u64::from(_mm256_cmplt_epu32_mask(value, threshold)) << (8 * o);
                 empty |= u64::from(_mm256_cmpeq_epi32_mask(value, all_ones)) << (8 * o);
             }
+            // Without a candidate no bin changed, nor the greatest value.
+            let changed = candidates != 0;
             while candidates != 0 {
                 let h = hashes[candidates.trailing_zeros() as usize];
                 keep_least(out, bins.bin(h), h as u32);
@@ -365,7 +367,9 @@ mod avx512 {
                 filled_at_empty.push(bins.bin(hashes[empty.trailing_zeros() as usize]));
                 empty &= empty - 1;
             }
-            threshold = greatest(out);
+            if changed {
+                threshold = greatest(out);
+            }
             start += BLOCK;
         }
         start
