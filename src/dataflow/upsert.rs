@@ -7,10 +7,12 @@
 //! Differential's operator stashes every upsert in a binary heap and then in a `BTreeMap` of one
 //! `Vec` per key; at the start of a snapshot that is hundreds of thousands of heap operations and
 //! allocations per tick. This one keeps the pending upserts in one `Vec`, sorts the ready ones by
-//! key once, and walks the trace in key order. One difference: of several upserts to one key at
-//! one time, the last to arrive wins (differential keeps the greatest value).
+//! key once, and walks the trace in key order. Of several upserts to one key at one time the
+//! greatest value wins, as in differential (`Some` over `None`, then the greater value), so the
+//! result does not depend on the order in which workers' messages arrive.
 //!
-//! `tests/upsert.rs` checks it against `arrange_from_upsert` on random upsert sequences.
+//! The tests below check it against `arrange_from_upsert` on random upsert sequences, with ties
+//! and with several times ready in one batch.
 
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::ParallelizationContract;
@@ -163,8 +165,8 @@ where
     Tr: Trace<Batch: Navigable, Time: TotalOrder + ExchangeData> + 'static,
     for<'a> BatchCursor<Tr>: Cursor<Key<'a> = &'a K, Val<'a> = &'a V, Diff = isize>,
 {
-    // By key, then time; a stable sort keeps arrival order among equal times.
-    ready.sort_by(|(t1, k1, _), (t2, k2, _)| k1.cmp(k2).then_with(|| t1.cmp(t2)));
+    // By key, then time.
+    ready.sort_unstable_by(|(t1, k1, _), (t2, k2, _)| k1.cmp(k2).then_with(|| t1.cmp(t2)));
     let batches = trace
         .batches_through(Antichain::new().borrow())
         .expect("the trace is not compacted past the empty frontier");
@@ -180,7 +182,7 @@ where
                 cursor.map_times(&storage, |_, diff| {
                     count += <BatchCursor<Tr> as Cursor>::owned_diff(diff)
                 });
-                debug_assert!(count == 0 || count == 1, "an upsert key holds one value");
+                assert!(count == 0 || count == 1, "an upsert key holds one value");
                 if count == 1 {
                     current = Some(v.clone());
                 }
@@ -190,9 +192,9 @@ where
         let start = updates.len();
         let mut next = Some((time, value));
         while let Some((time, mut value)) = next.take() {
-            // Of several upserts at one time, the last one wins.
-            while let Some((_, _, later)) = ready.next_if(|(t, k, _)| *k == key && *t == time) {
-                value = later;
+            // Of several upserts at one time, the greatest value wins.
+            while let Some((_, _, other)) = ready.next_if(|(t, k, _)| *k == key && *t == time) {
+                value = value.max(other);
             }
             if current != value {
                 if let Some(old) = current.take() {
@@ -215,8 +217,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use differential_dataflow::consolidation::consolidate_updates;
     use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
     use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
@@ -230,9 +230,15 @@ mod tests {
     type Update = ((u8, u8), u64, isize);
 
     /// Runs `upserts` (time, key, value), in that order, through both operators on `workers`
-    /// workers, sending some times in several messages and stepping in between.
-    fn both(upserts: &[(u64, u8, Option<u8>)], workers: usize) -> (Vec<Update>, Vec<Update>) {
+    /// workers, sending some times in several messages; the graph steps when the time advances
+    /// where `step` says so (else the next batch holds several times).
+    fn both(
+        upserts: &[(u64, u8, Option<u8>)],
+        step: &[bool],
+        workers: usize,
+    ) -> (Vec<Update>, Vec<Update>) {
         let upserts = upserts.to_vec();
+        let step = step.to_vec();
         let receivers = timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let mut input = InputHandleVec::<u64, (u8, Option<u8>, u64)>::new();
@@ -262,7 +268,9 @@ mod tests {
             for (i, (time, key, value)) in upserts.iter().enumerate() {
                 if *time > *input.time() {
                     input.advance_to(*time);
-                    worker.step();
+                    if step.get(i).copied().unwrap_or(true) {
+                        worker.step();
+                    }
                 }
                 if i % workers == index {
                     input.send((*key, *value, *time));
@@ -289,33 +297,41 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
-        /// With one upsert per key and time (what reconcile sends), the two operators give the
-        /// same updates.
+        /// Any upserts in time order, several to one key at one time among them, with several
+        /// times in one batch or not: the two operators give the same updates.
         #[test]
         fn matches_differentials_upsert(
-            raw in proptest::collection::vec((0u64..6, 0u8..8, proptest::option::of(0u8..4)), 0..60),
+            mut upserts in proptest::collection::vec((0u64..6, 0u8..8, proptest::option::of(0u8..4)), 0..60),
+            step in proptest::collection::vec(any::<bool>(), 60),
             workers in 1usize..3,
         ) {
-            let mut unique: BTreeMap<(u64, u8), Option<u8>> = BTreeMap::new();
-            for (time, key, value) in raw {
-                unique.entry((time, key)).or_insert(value);
-            }
-            let upserts: Vec<_> = unique.into_iter().map(|((t, k), v)| (t, k, v)).collect();
-            let (ours, theirs) = both(&upserts, workers);
+            upserts.sort_by_key(|(time, _, _)| *time);
+            let (ours, theirs) = both(&upserts, &step, workers);
             prop_assert_eq!(ours, theirs);
         }
     }
 
-    /// Of several upserts to one key at one time, the last wins.
+    /// Of several upserts to one key at one time, the greatest value wins (a value over none),
+    /// in whatever order they arrive.
     #[test]
-    fn the_last_upsert_at_a_time_wins() {
-        let upserts = [
-            (0, 1, Some(3)),
-            (0, 1, Some(1)),
-            (1, 1, Some(2)),
-            (1, 1, None),
-        ];
-        let (ours, _) = both(&upserts, 1);
-        assert_eq!(ours, vec![((1, 1), 0, 1), ((1, 1), 1, -1)]);
+    fn the_greatest_upsert_at_a_time_wins() {
+        for upserts in [
+            [
+                (0, 1, Some(1)),
+                (0, 1, Some(3)),
+                (1, 1, None),
+                (1, 1, Some(2)),
+            ],
+            [
+                (0, 1, Some(3)),
+                (0, 1, Some(1)),
+                (1, 1, Some(2)),
+                (1, 1, None),
+            ],
+        ] {
+            let (ours, theirs) = both(&upserts, &[], 1);
+            let want = vec![((1, 2), 1, 1), ((1, 3), 0, 1), ((1, 3), 1, -1)];
+            assert_eq!((ours, theirs), (want.clone(), want));
+        }
     }
 }
