@@ -290,7 +290,8 @@ enum StreamState {
     Ended,
 }
 
-fn not_ready() -> QueryError {
+/// The answer of what needs the run ready (or its restored state in) before it is.
+pub(super) fn not_ready() -> QueryError {
     QueryError::NotReady("not ready: restoring the state or processing the first epoch".into())
 }
 

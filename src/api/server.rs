@@ -353,16 +353,11 @@ pub(super) async fn healthz() -> &'static str {
         (status = 200, description = "Ready", body = String, content_type = "text/plain"),
         (status = 503, description = "Not ready yet", body = ErrorBody),
     ))]
-pub(super) async fn readyz(State(state): State<AppState>) -> Response {
-    if state.live.snapshot().ready {
-        "ready\n".into_response()
-    } else {
-        ApiFailure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: restoring the state or processing the first epoch".into(),
-        )
-        .into_response()
+pub(super) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+    if !state.live.snapshot().ready {
+        return Err(super::query::not_ready().into());
     }
+    Ok("ready\n".into_response())
 }
 
 /// The run's metrics in the OpenMetrics text format that Prometheus scrapes.
