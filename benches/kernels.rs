@@ -13,6 +13,12 @@ use exoflow::source::{EntryType, EventKind, FileEvent, Member, Origin};
 
 /// A deterministic batch of `files` source-like files of 1–8 KiB with a few rule hits.
 fn batch(files: usize) -> exoflow::batch::ContentBatch {
+    generated(files, false)
+}
+
+/// As [`batch`], each line ending in a random identifier when `varied`: about as many distinct
+/// shingles as bytes, as in real source, where [`batch`]'s seven lines repeat theirs.
+fn generated(files: usize, varied: bool) -> exoflow::batch::ContentBatch {
     let mut batcher = Batcher::new(u64::MAX >> 1);
     let mut state = 0x2545f4914f6cdd1du64;
     let mut next = move || {
@@ -36,6 +42,9 @@ fn batch(files: usize) -> exoflow::batch::ContentBatch {
         while content.len() < size {
             let line = lines[(next() % lines.len() as u64) as usize];
             content.extend_from_slice(line.as_bytes());
+            if varied {
+                content.extend_from_slice(format!("// id{:x}\n", next()).as_bytes());
+            }
         }
         batcher.push(FileEvent {
             source: "bench".into(),
@@ -87,7 +96,7 @@ fn kernels(c: &mut Criterion) {
 /// The signature scheme's choice: one hash per shingle into k bins (one-permutation hashing,
 /// `exoflow-oph-1`) against k independent hashes per shingle (classic MinHash), both k = 256.
 fn signature_schemes(c: &mut Criterion) {
-    let batch = batch(256);
+    let batch = generated(256, true);
     let bytes = batch.contents.values().len() as u64;
     let mut group = c.benchmark_group("minhash_scheme");
     group.throughput(Throughput::Bytes(bytes));

@@ -287,11 +287,11 @@ mod avx2 {
 }
 
 /// Step 2 and 3 with AVX-512: eight 64-byte loads at offsets 0..8 of a block hold, as u64
-/// lanes, the windows at offsets `o + 8·lane`, as in [`avx2`]. Only a hash whose value is below
-/// the greatest value of any bin (taken again after each block) can lower its bin's value: those
-/// candidates go on to the scalar update, the others are done with. The values only ever
-/// decrease, so the result is the same; once every bin holds a value, the greatest falls as
-/// about `k / n` of 2³² after `n` shingles, and so does the share of candidates.
+/// lanes, the windows at offsets `o + 8·lane`, as in [`avx2`]. The bins of each eight hashes
+/// are computed in the vector too, and their current values gathered: only a hash whose value is
+/// below its bin's goes on to the scalar update (a bin two hashes of one block share is compared
+/// with its value before the block, so both go on, and the update keeps the lesser). After the
+/// first `k ln k` shingles or so, that is about `k / n` of the `n`-th shingle's hashes.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -318,7 +318,9 @@ mod avx512 {
         _mm512_xor_si512(x, _mm512_srli_epi64::<33>(x))
     }
 
-    /// As [`super::blocks`], 64 shingles a block.
+    /// As [`super::blocks`], 64 shingles a block, and then the shingles after the last whole
+    /// block, from a copy padded with zeros, the lanes past the last shingle masked off: every
+    /// shingle is put.
     #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
     pub(super) fn blocks(
         content: &[u8],
@@ -327,52 +329,113 @@ mod avx512 {
         out: &mut [u32],
         filled_at_empty: &mut Vec<usize>,
     ) -> usize {
-        let m1 = _mm512_set1_epi64(FMIX_M1 as i64);
-        let m2 = _mm512_set1_epi64(FMIX_M2 as i64);
-        let mask = _mm512_set1_epi64(window_mask(width) as i64);
-        let length = _mm512_set1_epi64((width as u64).wrapping_mul(LENGTH_MIX) as i64);
-        let all_ones = _mm256_set1_epi32(-1);
-        let greatest =
-            |out: &[u32]| _mm256_set1_epi32(out.iter().copied().max().unwrap_or(0) as i32);
-        let mut threshold = greatest(out);
-        let mut hashes = [0u64; BLOCK];
+        let hasher = Hasher::new(width, bins);
         let mut start = 0;
-        // The last load of a block ends 7 + 64 bytes after its start.
         while start + BLOCK + 7 <= content.len() {
-            let block = &content[start..start + BLOCK + 7];
+            let block = content[start..start + BLOCK + 7]
+                .try_into()
+                .expect("a block");
+            hasher.put(block, u64::MAX, out, filled_at_empty);
+            start += BLOCK;
+        }
+        let shingles = (content.len() + 1).saturating_sub(width);
+        while start < shingles {
+            let mut padded = [0u8; BLOCK + 7];
+            let rest = &content[start..content.len().min(start + BLOCK + 7)];
+            padded[..rest.len()].copy_from_slice(rest);
+            let left = (shingles - start).min(BLOCK);
+            hasher.put(&padded, first_shingles(left), out, filled_at_empty);
+            start += left;
+        }
+        start
+    }
+
+    /// The mask of the lanes (bit `8·o + lane`) of the first `n` shingles of a block: the
+    /// shingle at offset `o + 8·lane` is in lane `lane` of load `o`.
+    fn first_shingles(n: usize) -> u64 {
+        (0..BLOCK)
+            .filter(|bit| bit / 8 + 8 * (bit % 8) < n)
+            .fold(0, |mask, bit| mask | 1 << bit)
+    }
+
+    /// The constants of one content's blocks.
+    struct Hasher {
+        m1: __m512i,
+        m2: __m512i,
+        mask: __m512i,
+        length: __m512i,
+        k: __m512i,
+        shift: __m512i,
+        bins: Bins,
+    }
+
+    impl Hasher {
+        #[target_feature(enable = "avx512f")]
+        fn new(width: usize, bins: Bins) -> Hasher {
+            Hasher {
+                m1: _mm512_set1_epi64(FMIX_M1 as i64),
+                m2: _mm512_set1_epi64(FMIX_M2 as i64),
+                mask: _mm512_set1_epi64(window_mask(width) as i64),
+                length: _mm512_set1_epi64((width as u64).wrapping_mul(LENGTH_MIX) as i64),
+                k: _mm512_set1_epi64(bins.k as i64),
+                shift: _mm512_set1_epi64(i64::from(bins.shift.unwrap_or(0))),
+                bins,
+            }
+        }
+
+        /// `bin_of` per lane: a shift for a power of two, else the high half of h times k.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn bins_of(&self, h: __m512i) -> __m512i {
+            match self.bins.shift {
+                Some(_) => _mm512_srlv_epi64(h, self.shift),
+                None => {
+                    _mm512_srli_epi64::<32>(_mm512_mul_epu32(_mm512_srli_epi64::<32>(h), self.k))
+                }
+            }
+        }
+
+        /// Puts the shingles of `block` in the lanes of `lanes`.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+        fn put(
+            &self,
+            block: &[u8; BLOCK + 7],
+            lanes: u64,
+            out: &mut [u32],
+            filled_at_empty: &mut Vec<usize>,
+        ) {
+            let all_ones = _mm256_set1_epi32(-1);
+            let mut hashes = [0u64; BLOCK];
             // Every hash of the block first, and one mask of its candidates: no branch between
-            // the loads and multiplies, which overlap.
+            // the loads, multiplies and gathers, which overlap.
             let (mut candidates, mut empty) = (0u64, 0u64);
-            for (o, lanes) in hashes.chunks_exact_mut(8).enumerate() {
+            for (o, eight) in hashes.chunks_exact_mut(8).enumerate() {
                 let bytes: &[u8; 64] = block[o..o + 64].try_into().expect("64 bytes");
-                // SAFETY: `bytes` is 64 readable bytes, `lanes` 8 writable u64s; unaligned.
-                let h = unsafe {
+                // SAFETY: `bytes` is 64 readable bytes, `eight` 8 writable u64s; unaligned. The
+                // gather reads `out` at bins below `k == out.len()` (see `keep_least`).
+                let (value, current) = unsafe {
                     let v = _mm512_loadu_si512(bytes.as_ptr().cast());
-                    let h = fmix64(_mm512_add_epi64(_mm512_and_si512(v, mask), length), m1, m2);
-                    _mm512_storeu_si512(lanes.as_mut_ptr().cast(), h);
-                    h
+                    let v = _mm512_add_epi64(_mm512_and_si512(v, self.mask), self.length);
+                    let h = fmix64(v, self.m1, self.m2);
+                    _mm512_storeu_si512(eight.as_mut_ptr().cast(), h);
+                    let current = _mm512_i64gather_epi32::<4>(self.bins_of(h), out.as_ptr().cast());
+                    (_mm512_cvtepi64_epi32(h), current)
                 };
-                let value = _mm512_cvtepi64_epi32(h);
-                candidates |= u64::from(_mm256_cmplt_epu32_mask(value, threshold)) << (8 * o);
+                candidates |= u64::from(_mm256_cmplt_epu32_mask(value, current)) << (8 * o);
                 empty |= u64::from(_mm256_cmpeq_epi32_mask(value, all_ones)) << (8 * o);
             }
-            // Without a candidate no bin changed, nor the greatest value.
-            let changed = candidates != 0;
+            let (mut candidates, mut empty) = (candidates & lanes, empty & lanes);
             while candidates != 0 {
                 let h = hashes[candidates.trailing_zeros() as usize];
-                keep_least(out, bins.bin(h), h as u32);
+                keep_least(out, self.bins.bin(h), h as u32);
                 candidates &= candidates - 1;
             }
             while empty != 0 {
-                filled_at_empty.push(bins.bin(hashes[empty.trailing_zeros() as usize]));
+                filled_at_empty.push(self.bins.bin(hashes[empty.trailing_zeros() as usize]));
                 empty &= empty - 1;
             }
-            if changed {
-                threshold = greatest(out);
-            }
-            start += BLOCK;
         }
-        start
     }
 }
 
@@ -541,7 +604,7 @@ mod tests {
         let content: Vec<u8> = (0..10_000u64).map(|i| fmix64(i) as u8).collect();
         for width in 1..=MAX_SHINGLE {
             for k in [7, 256] {
-                for len in [0, 38, 39, 40, 71, 1000, 10_000] {
+                for len in [0, 1, 5, 8, 9, 38, 39, 40, 64, 70, 71, 72, 135, 1000, 10_000] {
                     let content = &content[..len];
                     let bins = Bins::new(k);
                     let (mut scalar, mut scalar_empty) = (vec![EMPTY; k], Vec::new());
