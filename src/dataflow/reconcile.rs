@@ -77,16 +77,7 @@ pub fn reconcile<'scope>(
         Pipeline,
         "Reconcile",
         move |capability, _info| {
-            let mut state = State {
-                known: PathIdMap::default(),
-                stash: BTreeMap::new(),
-                holes: Vec::new(),
-                snapshots_done: 0,
-            };
-            state.known.reserve(restored.len());
-            for path in restored {
-                state.known.insert(path.id, (path.identity, path.key, 0));
-            }
+            let mut state = State::restored(restored);
             let mut capability = Some(capability);
             move |(input, frontier), (holes, holes_frontier), output| {
                 // Versions are taken in time order, once their time is complete: arrival order
@@ -106,47 +97,20 @@ pub fn reconcile<'scope>(
                 };
                 // A time is complete once both inputs are past it: a snapshot closes only when
                 // every unlisted directory of it has arrived.
-                let frontier = match (
-                    frontier.frontier().first(),
-                    holes_frontier.frontier().first(),
-                ) {
-                    (Some(&a), Some(&b)) => Some(a.min(b)),
-                    (Some(&t), None) | (None, Some(&t)) => Some(t),
-                    (None, None) => None,
-                };
-                while let Some(entry) = state.stash.first_entry() {
-                    let at = *entry.key();
-                    if frontier.is_some_and(|t| t <= at) {
-                        break;
-                    }
-                    let versions = entry.remove();
-                    // Snapshots that ended before this epoch are complete: their deletes come first.
-                    if epoch_of(at) > 0 {
-                        close_snapshots(&mut state, &clock, cap, output, epoch_of(at) - 1);
-                    }
-                    let at = cap.delayed(&at);
-                    let mut session = output.session(&at);
-                    for version in versions {
-                        if let Some(change) = state.observe(version) {
-                            session.give(change);
-                        }
-                    }
-                }
+                let frontier = [frontier.frontier(), holes_frontier.frontier()]
+                    .into_iter()
+                    .filter_map(|f| f.first().copied())
+                    .min();
+                state.release(frontier, &clock, cap, output);
                 match frontier {
                     Some(t) => {
-                        if epoch_of(t) > 0 {
-                            close_snapshots(&mut state, &clock, cap, output, epoch_of(t) - 1);
-                        }
                         // Follow the input, but not past stashed versions.
                         let hold = state.stash.keys().next().map_or(t, |s| (*s).min(t));
                         if hold > *cap.time() {
                             cap.downgrade(&hold);
                         }
                     }
-                    None => {
-                        close_snapshots(&mut state, &clock, cap, output, u64::MAX);
-                        capability = None;
-                    }
+                    None => capability = None,
                 }
             }
         },
@@ -172,7 +136,7 @@ fn close_snapshots(
     state: &mut State,
     clock: &EpochClock,
     cap: &Capability<u64>,
-    output: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<(u128, FileVersion)>>>,
+    output: &mut Output<'_>,
     epoch: u64,
 ) {
     for snapshot in clock.snapshots_from(state.snapshots_done, epoch) {
@@ -216,6 +180,62 @@ struct State {
     holes: Vec<(u64, String, Vec<u8>)>,
     /// Snapshots of the clock already closed.
     snapshots_done: usize,
+}
+
+/// Reconcile's output.
+type Output<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<(u128, FileVersion)>>>;
+
+impl State {
+    /// The state of a worker whose share of the lake's tracked paths is `restored`.
+    fn restored(restored: Vec<KnownPath>) -> State {
+        let mut known = PathIdMap::default();
+        known.reserve(restored.len());
+        for path in restored {
+            known.insert(path.id, (path.identity, path.key, 0));
+        }
+        State {
+            known,
+            stash: BTreeMap::new(),
+            holes: Vec::new(),
+            snapshots_done: 0,
+        }
+    }
+
+    /// Gives the changes of the stashed versions whose time is complete (before `frontier`;
+    /// every time when there is none), in time order, each epoch's closed snapshots' deletes
+    /// first, and then the deletes of the snapshots that ended before the frontier.
+    fn release(
+        &mut self,
+        frontier: Option<u64>,
+        clock: &EpochClock,
+        cap: &Capability<u64>,
+        output: &mut Output<'_>,
+    ) {
+        while let Some(entry) = self.stash.first_entry() {
+            let at = *entry.key();
+            if frontier.is_some_and(|t| t <= at) {
+                break;
+            }
+            let versions = entry.remove();
+            // Snapshots that ended before this epoch are complete: their deletes come first.
+            if epoch_of(at) > 0 {
+                close_snapshots(self, clock, cap, output, epoch_of(at) - 1);
+            }
+            let at = cap.delayed(&at);
+            let mut session = output.session(&at);
+            for version in versions {
+                if let Some(change) = self.observe(version) {
+                    session.give(change);
+                }
+            }
+        }
+        let through = match frontier {
+            Some(t) if epoch_of(t) > 0 => epoch_of(t) - 1,
+            Some(_) => return,
+            None => u64::MAX,
+        };
+        close_snapshots(self, clock, cap, output, through);
+    }
 }
 
 impl State {

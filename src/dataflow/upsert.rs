@@ -56,22 +56,7 @@ where
     let mut reader: Option<TraceAgent<Tr>> = None;
     let scope = stream.scope();
     let stream = stream.unary_frontier(pact, name, |_capability, info| {
-        let logger = scope
-            .worker()
-            .logger_for::<differential_dataflow::logging::DifferentialEventBuilder>(
-                "differential/arrange",
-            )
-            .map(Into::into);
-        let activator = Some(scope.activator_for(std::rc::Rc::clone(&info.address)));
-        let mut empty = Tr::new(info.clone(), logger.clone(), activator);
-        if let Some(exert) = scope
-            .worker()
-            .config()
-            .get::<trace::ExertionLogic>("differential/default_exert_logic")
-            .cloned()
-        {
-            empty.set_exert_logic(exert);
-        }
+        let (empty, logger) = empty_trace::<Tr>(&scope, &info);
         let (mut reader_local, mut writer) = TraceAgent::new(empty, info, logger);
         reader = Some(reader_local.clone());
 
@@ -98,15 +83,8 @@ where
             match capability.take() {
                 Some(cap) if !upper.less_equal(cap.time()) => {
                     let ready = take_ready(&mut stash, &upper);
-                    let mut updates = changes::<Tr, K, V>(&mut reader_local, ready);
-                    let mut builder = Bu::default();
-                    builder.push(&mut updates);
-                    let description = Description::new(
-                        lower.clone(),
-                        upper.clone(),
-                        Antichain::from_elem(Tr::Time::minimum()),
-                    );
-                    let batch = trace::Span::new(description, builder.done().map(Into::into));
+                    let updates = changes::<Tr, K, V>(&mut reader_local, ready);
+                    let batch = span::<Bu, Tr>(updates, &lower, &upper);
                     writer.insert(
                         batch.clone(),
                         timely::progress::Stamp::from_elem(cap.time().clone()),
@@ -135,6 +113,51 @@ where
         stream,
         trace: reader.expect("the operator was built"),
     }
+}
+
+/// An empty trace for the operator at `info`, with the worker's logger and exertion logic, as
+/// differential's own arrangements start theirs.
+fn empty_trace<Tr: Trace + 'static>(
+    scope: &timely::dataflow::Scope<'_, Tr::Time>,
+    info: &timely::dataflow::operators::generic::OperatorInfo,
+) -> (Tr, Option<differential_dataflow::logging::Logger>) {
+    let logger = scope
+        .worker()
+        .logger_for::<differential_dataflow::logging::DifferentialEventBuilder>(
+            "differential/arrange",
+        )
+        .map(Into::into);
+    let activator = Some(scope.activator_for(std::rc::Rc::clone(&info.address)));
+    let mut empty = Tr::new(info.clone(), logger.clone(), activator);
+    if let Some(exert) = scope
+        .worker()
+        .config()
+        .get::<trace::ExertionLogic>("differential/default_exert_logic")
+        .cloned()
+    {
+        empty.set_exert_logic(exert);
+    }
+    (empty, logger)
+}
+
+/// The batch of `updates` from `lower` to `upper`.
+fn span<Bu, Tr>(
+    mut updates: Bu::Input,
+    lower: &Antichain<Tr::Time>,
+    upper: &Antichain<Tr::Time>,
+) -> trace::Span<Tr::Time, Tr::Batch>
+where
+    Tr: Trace,
+    Bu: Builder<Time = Tr::Time, Output: Into<Tr::Batch>>,
+{
+    let mut builder = Bu::default();
+    builder.push(&mut updates);
+    let description = Description::new(
+        lower.clone(),
+        upper.clone(),
+        Antichain::from_elem(Tr::Time::minimum()),
+    );
+    trace::Span::new(description, builder.done().map(Into::into))
 }
 
 /// Takes the upserts at times the frontier `upper` has passed out of `stash`.

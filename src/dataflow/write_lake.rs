@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline as PipelinePact;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::{Capability, Operator};
 
 use super::Shared;
 use super::stats::{DirKeys, Tracked};
@@ -94,33 +94,43 @@ pub(super) fn write_lake<'scope>(
                 if failure.borrow().is_some() {
                     return; // the capability stays where it is
                 }
-                let Some(cap) = capability.as_mut() else {
-                    return;
-                };
-                match frontier.frontier().first() {
-                    Some(&t) => {
-                        let complete = epoch_of(t).checked_sub(1);
-                        let close =
-                            complete.is_some_and(|done| must_close(&writer, &clock, done + 1));
-                        if close && let Err(error) = writer.close_parts() {
-                            fail(error);
-                            return;
-                        }
-                        if t > *cap.time() {
-                            cap.downgrade(&t);
-                        }
-                    }
-                    None => {
-                        if let Err(error) = writer.close_parts() {
-                            fail(error);
-                            return;
-                        }
-                        capability = None;
-                    }
+                let first = frontier.frontier().first().copied();
+                if let Err(error) = advance(&mut writer, &clock, first, &mut capability) {
+                    fail(error);
                 }
             }
         },
     )
+}
+
+/// Closes the part files once the epoch they hold is complete, and moves the capability up to
+/// the input frontier's least time `first` (none: the input is done, and so is the operator).
+/// On an error the capability stays where it is.
+fn advance(
+    writer: &mut LakeWriter,
+    clock: &EpochClock,
+    first: Option<u64>,
+    capability: &mut Option<Capability<u64>>,
+) -> Result<(), SinkError> {
+    let Some(cap) = capability.as_mut() else {
+        return Ok(());
+    };
+    match first {
+        Some(t) => {
+            let complete = epoch_of(t).checked_sub(1);
+            if complete.is_some_and(|done| must_close(writer, clock, done + 1)) {
+                writer.close_parts()?;
+            }
+            if t > *cap.time() {
+                cap.downgrade(&t);
+            }
+        }
+        None => {
+            writer.close_parts()?;
+            *capability = None;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the open parts must be closed before rows of `epoch`: a commit was requested at or

@@ -57,39 +57,11 @@ pub(super) fn write_stats<'scope>(
                     .into_iter()
                     .filter_map(|f| f.frontier().first().copied())
                     .min();
-                let complete = match first {
-                    Some(t) => epoch_of(t).checked_sub(1),
-                    None => Some(u64::MAX),
-                };
+                let complete = complete_through(first);
                 let mut committer = committer.borrow_mut();
                 let coordinating =
                     |c: &Committer| !shared.abort.load(Ordering::Acquire) && c.is_coordinator();
-                let result = (|| {
-                    while let Some(entry) = pending.first_entry() {
-                        if complete.is_none_or(|c| *entry.key() > c) {
-                            break;
-                        }
-                        let (epoch, changes) = entry.remove_entry();
-                        let stats = committer.publish(epoch, changes.stats);
-                        // Commits requested before this epoch first: the open `stats_changes`
-                        // part and `stats_current.parquet` must not hold changes past a commit.
-                        if epoch > 0 && coordinating(&committer) {
-                            committer.restored()?;
-                            committer.commit_through(Some(epoch - 1))?;
-                        }
-                        committer.apply(epoch, stats, changes.memberships)?;
-                    }
-                    if !coordinating(&committer) {
-                        return Ok(());
-                    }
-                    if complete.is_some() {
-                        committer.restored()?;
-                    }
-                    match first {
-                        Some(_) => committer.commit_through(complete),
-                        None => committer.finish_run(),
-                    }
-                })();
+                let result = apply_complete(&mut committer, &mut pending, first, &coordinating);
                 if coordinating(&committer) {
                     committer.processed_through(complete);
                 }
@@ -115,4 +87,49 @@ pub(super) fn write_stats<'scope>(
 struct EpochChanges {
     stats: FxHashMap<StatKey, i64>,
     memberships: FxHashMap<Membership, i64>,
+}
+
+/// The last epoch complete below a frontier whose least time is `first` (none: every epoch).
+fn complete_through(first: Option<u64>) -> Option<u64> {
+    match first {
+        Some(t) => epoch_of(t).checked_sub(1),
+        None => Some(u64::MAX),
+    }
+}
+
+/// Publishes and applies each pending epoch that is complete below the frontier `first`, in
+/// order, and, on the coordinator, commits what the commit interval asks for: before each
+/// epoch, the commits requested before it, and then those through the last complete epoch (or,
+/// with no frontier left, the run's final commit).
+fn apply_complete(
+    committer: &mut Committer,
+    pending: &mut BTreeMap<u64, EpochChanges>,
+    first: Option<u64>,
+    coordinating: &dyn Fn(&Committer) -> bool,
+) -> Result<(), SinkError> {
+    let complete = complete_through(first);
+    while let Some(entry) = pending.first_entry() {
+        if complete.is_none_or(|c| *entry.key() > c) {
+            break;
+        }
+        let (epoch, changes) = entry.remove_entry();
+        let stats = committer.publish(epoch, changes.stats);
+        // Commits requested before this epoch first: the open `stats_changes` part and
+        // `stats_current.parquet` must not hold changes past a commit.
+        if epoch > 0 && coordinating(committer) {
+            committer.restored()?;
+            committer.commit_through(Some(epoch - 1))?;
+        }
+        committer.apply(epoch, stats, changes.memberships)?;
+    }
+    if !coordinating(committer) {
+        return Ok(());
+    }
+    if complete.is_some() {
+        committer.restored()?;
+    }
+    match first {
+        Some(_) => committer.commit_through(complete),
+        None => committer.finish_run(),
+    }
 }
