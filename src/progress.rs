@@ -150,6 +150,18 @@ impl Progress {
     }
 
     /// Events waiting in the channel from the sources.
+    pub fn set_queued(&self, queued: usize) {
+        self.queued.store(queued as u64, Ordering::Relaxed);
+    }
+
+    /// A worker's events in the graph not yet featurized grew by `more` and shrank by `fewer`
+    /// (each worker reports its own; the gauge is their sum).
+    pub fn move_in_flight(&self, more: usize, fewer: usize) {
+        self.in_flight.fetch_add(more as u64, Ordering::Relaxed);
+        self.in_flight.fetch_sub(fewer as u64, Ordering::Relaxed);
+    }
+
+    /// Events waiting in the channel from the sources.
     pub fn queued(&self) -> u64 {
         self.queued.load(Ordering::Relaxed)
     }

@@ -1,7 +1,6 @@
 //! The featurize operator.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -10,12 +9,12 @@ use timely::dataflow::operators::Operator;
 
 use super::Shared;
 use crate::batch::Batcher;
-use crate::epochs::EpochClock;
 use crate::source::FileEvent;
 use crate::version::FileVersion;
 
 /// Events -> versions: each event goes to the worker that owns its path, which reads it into a
-/// batch and runs the kernel stage over the batch.
+/// batch and runs the kernel stage over the batch. The input loop learns that an event is done
+/// with from this operator's output frontier (see `input::Admitted`).
 pub(super) fn featurize<'scope>(
     events: StreamVec<'scope, u64, FileEvent>,
     shared: Arc<Shared>,
@@ -31,29 +30,25 @@ pub(super) fn featurize<'scope>(
             move |input, output| {
                 let plan = &shared.plan;
                 input.for_each(|capability, data| {
-                    let mut inline = 0;
-                    let mut flush = |batcher: &mut Batcher, inline: &mut u64| {
-                        let (events, files) = (batcher.len(), batcher.files());
+                    let mut flush = |batcher: &mut Batcher| {
+                        let files = batcher.files();
                         let bytes = batcher.bytes();
                         let (versions, contents) =
                             plan.stage.run(kernels.as_mut(), batcher.finish());
                         batcher.recycle(contents);
                         plan.progress.add(files as u64, bytes as u64);
-                        shared.in_flight.fetch_sub(events, Ordering::AcqRel);
-                        plan.clock.release_inline(std::mem::take(inline));
                         output
                             .session(&capability)
                             .give_iterator(versions.into_iter());
                     };
                     for event in data.drain(..) {
-                        inline += EpochClock::inline_bytes(&event);
                         batcher.push(event);
                         if batcher.is_full() {
-                            flush(&mut batcher, &mut inline);
+                            flush(&mut batcher);
                         }
                     }
                     if !batcher.is_empty() {
-                        flush(&mut batcher, &mut inline);
+                        flush(&mut batcher);
                     }
                 });
             }

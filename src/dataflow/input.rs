@@ -1,36 +1,47 @@
 //! The worker's input loop: events from the source -> the graph's input, an epoch's events at
-//! its epoch, in ticks. Flow control: at most [`MAX_EVENTS_IN_FLIGHT`] events are admitted and not
-//! yet featurized over all workers; beyond that the loop only steps the graph, and the source
-//! waits on its bounded channel.
+//! its epoch, in ticks. Flow control comes from the dataflow's progress: each worker keeps
+//! its share of [`MAX_EVENTS_IN_FLIGHT`] events sent and not yet featurized, which a probe of
+//! the featurize stage's output releases time by time; beyond that the loop only steps the
+//! graph, and the source waits on its bounded channel. Bytes carried inline (archive members)
+//! are bounded too: the source admits them against the clock's budget (see
+//! [`EpochClock`]), and this loop releases them with their
+//! events.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 use super::Shared;
 use super::time::{epoch_of, epoch_start};
+use crate::epochs::{EpochClock, MAX_INLINE_BYTES};
+use crate::progress::Progress;
 use crate::source::FileEvent;
 
-/// Events admitted into the graph and not yet featurized, over all workers.
-pub const MAX_EVENTS_IN_FLIGHT: usize = 8192;
+/// Events sent into the graph and not yet featurized, over all workers.
+pub const MAX_EVENTS_IN_FLIGHT: usize = 16384;
 /// Events a worker sends before it closes a tick and lets the graph run.
 const EVENTS_PER_TICK: usize = 2048;
 /// A tick that is this old closes when the source has no event ready.
 const TICK_AGE: Duration = Duration::from_millis(20);
 
 /// Sends `events` into `input` until the source hangs up or a worker fails, stepping the graph
-/// as it goes.
+/// as it goes; `featurized` probes the featurize stage's output.
 pub(super) fn feed(
     worker: &mut timely::worker::Worker,
     input: &mut InputHandleVec<u64, FileEvent>,
+    featurized: &ProbeHandle<u64>,
     shared: &Shared,
     events: &Receiver<FileEvent>,
     failed: impl Fn() -> bool,
 ) {
     let plan = &shared.plan;
     let mut tick = Tick::default();
+    let mut admitted = Admitted::new(MAX_EVENTS_IN_FLIGHT.div_ceil(worker.peers()));
+    let tick_bytes = MAX_INLINE_BYTES / 4 / worker.peers() as u64;
     loop {
         if failed() {
             shared.abort.store(true, Ordering::Release);
@@ -38,10 +49,11 @@ pub(super) fn feed(
         if shared.abort.load(Ordering::Acquire) {
             break;
         }
-        let in_flight = shared.in_flight.load(Ordering::Acquire);
-        if in_flight >= MAX_EVENTS_IN_FLIGHT {
-            plan.progress.set_queues(events.len(), in_flight);
-            tick.close_if_old(input);
+        admitted.release(featurized, &plan.clock, &plan.progress);
+        if admitted.is_full() {
+            plan.progress.set_queued(events.len());
+            // Nothing more is sent until the graph is through the open tick: close it.
+            tick.close(input);
             worker.step_or_park(Some(Duration::from_millis(1)));
             continue;
         }
@@ -55,16 +67,19 @@ pub(super) fn feed(
                     input.advance_to(epoch_start(event.epoch));
                     tick = Tick::default();
                 }
-                shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                let inline = admitted.sent(*input.time(), EpochClock::inline_bytes(&event));
+                plan.progress.move_in_flight(1, 0);
                 input.send(event);
-                if tick.sent() >= EVENTS_PER_TICK {
-                    plan.progress.set_queues(events.len(), in_flight + 1);
+                // A tick's inline bytes are released together: a tick holds at most a share of
+                // the budget, so that the sources never wait on one tick alone.
+                if tick.sent() >= EVENTS_PER_TICK || inline >= tick_bytes {
+                    plan.progress.set_queued(events.len());
                     tick.close(input);
                     worker.step();
                 }
             }
             Err(TryRecvError::Empty) => {
-                plan.progress.set_queues(0, in_flight);
+                plan.progress.set_queued(0);
                 tick.close_if_old(input);
                 // No event of an epoch sealed before the receive can come any more.
                 if sealed >= epoch_of(*input.time()) {
@@ -73,6 +88,64 @@ pub(super) fn feed(
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
             Err(TryRecvError::Disconnected) => break,
+        }
+    }
+}
+
+/// This worker's events sent into the graph and not yet featurized, by the time they were sent
+/// at: once the featurize stage's output frontier is past a time, every worker has featurized
+/// that time's events, and they and their inline bytes are released.
+struct Admitted {
+    /// (time, events, inline bytes), in time order.
+    times: VecDeque<(u64, usize, u64)>,
+    events: usize,
+    limit: usize,
+}
+
+impl Admitted {
+    fn new(limit: usize) -> Admitted {
+        Admitted {
+            times: VecDeque::new(),
+            events: 0,
+            limit,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.events >= self.limit
+    }
+
+    /// Counts one event sent at `time` with `bytes` inline; returns the inline bytes sent at
+    /// `time`.
+    fn sent(&mut self, time: u64, bytes: u64) -> u64 {
+        self.events += 1;
+        match self.times.back_mut() {
+            Some((at, events, inline)) if *at == time => {
+                *events += 1;
+                *inline += bytes;
+                *inline
+            }
+            _ => {
+                self.times.push_back((time, 1, bytes));
+                bytes
+            }
+        }
+    }
+
+    /// Releases the times `featurized`'s frontier is past.
+    fn release(&mut self, featurized: &ProbeHandle<u64>, clock: &EpochClock, progress: &Progress) {
+        let (mut events, mut bytes) = (0, 0);
+        while let Some(&(time, n, inline)) = self.times.front() {
+            if featurized.less_equal(&time) {
+                break;
+            }
+            self.times.pop_front();
+            (events, bytes) = (events + n, bytes + inline);
+        }
+        if events > 0 {
+            self.events -= events;
+            progress.move_in_flight(0, events);
+            clock.release_inline(bytes);
         }
     }
 }

@@ -7,8 +7,9 @@
 //! coordinator ([`commit`]). [`input`] is the worker's input loop and its flow control, [`time`]
 //! the encoding of epochs in timely time. The lake and the statistics tables are written per
 //! epoch and committed at the epochs the source asks for. Memory is bounded by admitting at most
-//! [`MAX_EVENTS_IN_FLIGHT`] events between the source and the kernel stage: a source waits for
-//! the workers, never the other way round.
+//! [`MAX_EVENTS_IN_FLIGHT`] events (and the clock's budget of inline bytes) between the source
+//! and the kernel stage, released as the kernel stage's output frontier passes their times: a
+//! source waits for the workers, never the other way round.
 
 pub mod commit;
 mod featurize;
@@ -23,7 +24,7 @@ mod write_stats;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Receiver;
@@ -103,7 +104,6 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
     let shared = Arc::new(Shared {
         plan,
         abort: AtomicBool::new(false),
-        in_flight: AtomicUsize::new(0),
         restored: shares.into_iter().map(|s| Mutex::new(Some(s))).collect(),
         restored_rows,
         restored_parts,
@@ -141,7 +141,6 @@ struct Shared {
     plan: GraphPlan,
     /// Set when a worker failed: the others stop, and nothing more is committed.
     abort: AtomicBool,
-    in_flight: AtomicUsize,
     /// Each worker's share of the restored versions, taken when its graph is built.
     restored: Vec<Mutex<Option<Vec<FileVersion>>>>,
     restored_rows: u64,
@@ -161,11 +160,12 @@ fn run_worker(
     let _abort_on_panic = AbortOnPanic(&shared.abort);
     let Graph {
         mut input,
+        featurized,
         writer,
         committer,
         failure,
     } = build(worker, shared);
-    input::feed(worker, &mut input, shared, events, || {
+    input::feed(worker, &mut input, &featurized, shared, events, || {
         failure.borrow().is_some()
     });
     drop(input);
@@ -207,6 +207,8 @@ fn run_worker(
 /// A worker's graph: its input, and what its operators share with the worker.
 struct Graph {
     input: InputHandleVec<u64, FileEvent>,
+    /// The featurize stage's output: the input loop's flow control.
+    featurized: ProbeHandle<u64>,
     writer: Rc<RefCell<LakeWriter>>,
     committer: Rc<RefCell<Committer>>,
     /// The first write failure of an operator of this worker.
@@ -244,9 +246,10 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     let (known, tracked) = restored_share(shared, index);
     let mut input = InputHandleVec::<u64, FileEvent>::new();
     let probe = ProbeHandle::new();
+    let featurized = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let events = input.to_stream(scope);
-        let observed = featurize(events, shared.clone());
+        let observed = featurize(events, shared.clone()).probe_with(&featurized);
         let changes = reconcile(observed, plan.clock.clone(), known);
         let sink = LakeSink {
             writer: writer.clone(),
@@ -287,6 +290,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     });
     Graph {
         input,
+        featurized,
         writer,
         committer,
         failure,
