@@ -184,3 +184,69 @@ impl Tick {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use timely::dataflow::InputHandleVec;
+    use timely::dataflow::operators::probe::Probe;
+
+    use super::*;
+    use crate::source::{EntryType, EventKind, Member, Origin};
+
+    fn member(bytes: usize) -> FileEvent {
+        FileEvent {
+            source: "s".into(),
+            path: b"a".to_vec(),
+            kind: EventKind::Upsert,
+            epoch: 1,
+            observed_at_us: 0,
+            entry: EntryType::File,
+            origin: Origin::Member(Member::Regular(vec![0; bytes])),
+        }
+    }
+
+    /// A time's events and inline bytes are released once the probe is past the time, not
+    /// before: until then the worker is full and a source with no budget left waits.
+    #[test]
+    fn events_and_bytes_are_released_when_the_probe_passes_their_time() {
+        let clock = Arc::new(EpochClock::new(1, None));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let big = (MAX_INLINE_BYTES / 2 + 1) as usize;
+        clock.send(&tx, member(big)).unwrap();
+        let event = rx.try_recv().unwrap();
+        let waiting = std::thread::spawn({
+            let clock = clock.clone();
+            move || clock.send(&tx, member(big)).unwrap()
+        });
+        let released = timely::execute_directly({
+            let clock = clock.clone();
+            move |worker| {
+                let progress = Progress::default();
+                let mut input = InputHandleVec::<u64, FileEvent>::new();
+                let probe = worker.dataflow::<u64, _, _>(|scope| input.to_stream(scope).probe().0);
+                let mut admitted = Admitted::new(1);
+                let bytes = EpochClock::inline_bytes(&event);
+                assert_eq!(admitted.sent(*input.time(), bytes), big as u64);
+                input.send(event);
+                worker.step();
+                admitted.release(&probe, &clock, &progress);
+                assert!(admitted.is_full(), "the time is not complete");
+                input.advance_to(1);
+                while probe.less_equal(&0) {
+                    worker.step();
+                }
+                admitted.release(&probe, &clock, &progress);
+                !admitted.is_full()
+            }
+        });
+        assert!(released);
+        waiting.join().unwrap();
+        assert_eq!(
+            rx.try_iter().count(),
+            1,
+            "the waiting source sent once released"
+        );
+    }
+}
