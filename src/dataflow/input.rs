@@ -52,6 +52,7 @@ pub(super) fn feed(
         admitted.release(featurized, &plan.clock, &plan.progress);
         if admitted.is_full() {
             plan.progress.set_queued(events.len());
+            admitted.report(&plan.progress);
             // Nothing more is sent until the graph is through the open tick: close it.
             tick.close(input);
             worker.step_or_park(Some(Duration::from_millis(1)));
@@ -68,7 +69,6 @@ pub(super) fn feed(
                     tick = Tick::default();
                 }
                 let inline = admitted.sent(*input.time(), EpochClock::inline_bytes(&event));
-                plan.progress.move_in_flight(1, 0);
                 input.send(event);
                 // A tick's inline bytes are released together: a tick holds at most a share of
                 // the budget, so that the sources never wait on one tick alone.
@@ -80,6 +80,7 @@ pub(super) fn feed(
             }
             Err(TryRecvError::Empty) => {
                 plan.progress.set_queued(0);
+                admitted.report(&plan.progress);
                 tick.close_if_old(input);
                 // No event of an epoch sealed before the receive can come any more.
                 if sealed >= epoch_of(*input.time()) {
@@ -100,6 +101,8 @@ struct Admitted {
     times: VecDeque<(u64, usize, u64)>,
     events: usize,
     limit: usize,
+    /// `events` as last added to the progress gauge.
+    reported: usize,
 }
 
 impl Admitted {
@@ -108,6 +111,7 @@ impl Admitted {
             times: VecDeque::new(),
             events: 0,
             limit,
+            reported: 0,
         }
     }
 
@@ -144,8 +148,20 @@ impl Admitted {
         }
         if events > 0 {
             self.events -= events;
-            progress.move_in_flight(0, events);
             clock.release_inline(bytes);
+            self.report(progress);
+        }
+    }
+
+    /// Brings this worker's part of the in-flight gauge up to date: when events are released,
+    /// when the worker is full and when the source is idle, not for each event sent, which would make every event an
+    /// atomic update of a line all workers share.
+    fn report(&mut self, progress: &Progress) {
+        if self.events != self.reported {
+            progress.move_in_flight(
+                self.events,
+                std::mem::replace(&mut self.reported, self.events),
+            );
         }
     }
 }

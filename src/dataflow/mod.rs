@@ -245,7 +245,6 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
     let (known, tracked) = restored_share(shared, index);
     let mut input = InputHandleVec::<u64, FileEvent>::new();
-    let probe = ProbeHandle::new();
     let featurized = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let events = input.to_stream(scope);
@@ -285,8 +284,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
             failure,
             shared.clone(),
             latency,
-        )
-        .probe_with(&probe);
+        );
     });
     Graph {
         input,
