@@ -599,11 +599,48 @@ mod tests {
     }
 
     /// Every vector path against the scalar one, whichever of them `signature` picks here.
+    /// The inverse of [`fmix64`]: each `x ^= x >> 33` is its own inverse, and an odd
+    /// multiplier has an inverse modulo 2⁶⁴ (Newton's iteration doubles the correct bits).
+    fn fmix64_inverse(mut x: u64) -> u64 {
+        let inverse = |m: u64| {
+            (0..6).fold(m, |y, _| {
+                y.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(y)))
+            })
+        };
+        x ^= x >> 33;
+        x = x.wrapping_mul(inverse(FMIX_M2));
+        x ^= x >> 33;
+        x = x.wrapping_mul(inverse(FMIX_M1));
+        x ^ (x >> 33)
+    }
+
+    #[test]
+    fn a_shingle_whose_value_is_empty_fills_its_bin() {
+        let mut content: Vec<u8> = (0..300u64).map(|i| fmix64(i) as u8).collect();
+        // Eight-byte shingles whose hashes have the value EMPTY, in several bins: in the first
+        // block, a later one and the tail.
+        for (at, top) in [(3, 0x00u64), (70, 0x80), (150, 0xFF), (290, 0x41)] {
+            let h = (top << 56) | (0x1234 << 32) | u64::from(EMPTY);
+            let packed = fmix64_inverse(h).wrapping_sub(8u64.wrapping_mul(LENGTH_MIX));
+            assert_eq!(shingle_hash(packed, 8) as u32, EMPTY);
+            content.splice(at..at + 8, packed.to_le_bytes());
+        }
+        for len in [8, 11, 78, 200, 300] {
+            for k in [7, 200, 256, 300, 1024] {
+                assert_eq!(
+                    sig(&content[..len], 8, k),
+                    by_the_definition(&content[..len], 8, k),
+                    "len {len} k {k}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_vector_blocks_equal_the_scalar_ones() {
         let content: Vec<u8> = (0..10_000u64).map(|i| fmix64(i) as u8).collect();
         for width in 1..=MAX_SHINGLE {
-            for k in [7, 256] {
+            for k in [1, 7, 128, 200, 256, 300] {
                 for len in [0, 1, 5, 8, 9, 38, 39, 40, 64, 70, 71, 72, 135, 1000, 10_000] {
                     let content = &content[..len];
                     let bins = Bins::new(k);
