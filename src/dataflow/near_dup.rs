@@ -3,7 +3,8 @@
 //! contribution (its band keys, pairs, edges and membership) is retracted by differential itself.
 //!
 //! ```text
-//! signed versions, by signature group ─▶ nodes (one per group: its least path id, its files)
+//! signed versions at their epoch's last time, by signature group
+//!   ─▶ nodes (one per group: its least path id, its files)
 //!   ─▶ LSH band buckets (a bucket over max_bucket is counted, not expanded)
 //!   ─▶ candidate pairs ─▶ edges (estimated Jaccard >= threshold)
 //!   ─▶ connected components of the nodes with an edge (least path id propagated),
@@ -25,6 +26,7 @@ use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use serde::{Deserialize, Serialize};
 
 use super::stats::{Current, Dimension, Metric, Signed, StatKey, Stats};
+use super::time::{epoch_end, epoch_of};
 use crate::kernels::minhash::{band_key, similarity};
 use crate::pipeline::NearDuplicates;
 
@@ -73,6 +75,9 @@ pub fn near_duplicates<'scope>(
                 .filter(|s| s.values.len() == k)
                 .map(|s| (s.group, (*id, s)))
         })
+        // The clusters are written and published per epoch: computed once, at the epoch's last
+        // time, not at every tick, whose clusters the next tick would retract.
+        .delay(|time| epoch_end(epoch_of(*time)))
         .arrange_by_key_named("NearDupFiles");
     let nodes = nodes(files.clone());
     let (buckets, overflow) = buckets(&nodes, &params);
