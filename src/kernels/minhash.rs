@@ -189,8 +189,12 @@ fn whole_blocks(
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx512::detected() {
+        if out.len() <= avx512_vbmi::MAX_BINS && avx512_vbmi::detected() {
             // SAFETY: the processor has the features the function is compiled for.
+            return unsafe { avx512_vbmi::blocks(content, width, bins, out, filled_at_empty) };
+        }
+        if avx512::detected() {
+            // SAFETY: as above.
             return unsafe { avx512::blocks(content, width, bins, out, filled_at_empty) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -299,7 +303,7 @@ mod avx512 {
     use super::{Bins, FMIX_M1, FMIX_M2, LENGTH_MIX, keep_least, window_mask};
 
     /// Shingles per block.
-    const BLOCK: usize = 64;
+    pub(super) const BLOCK: usize = 64;
 
     pub(super) fn detected() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -310,7 +314,7 @@ mod avx512 {
     /// [`super::fmix64`] per lane.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    fn fmix64(x: __m512i, m1: __m512i, m2: __m512i) -> __m512i {
+    pub(super) fn fmix64(x: __m512i, m1: __m512i, m2: __m512i) -> __m512i {
         let x = _mm512_xor_si512(x, _mm512_srli_epi64::<33>(x));
         let x = _mm512_mullo_epi64(x, m1);
         let x = _mm512_xor_si512(x, _mm512_srli_epi64::<33>(x));
@@ -352,7 +356,7 @@ mod avx512 {
 
     /// The mask of the lanes (bit `8·o + lane`) of the first `n` shingles of a block: the
     /// shingle at offset `o + 8·lane` is in lane `lane` of load `o`.
-    fn first_shingles(n: usize) -> u64 {
+    pub(super) fn first_shingles(n: usize) -> u64 {
         (0..BLOCK)
             .filter(|bit| bit / 8 + 8 * (bit % 8) < n)
             .fold(0, |mask, bit| mask | 1 << bit)
@@ -434,6 +438,218 @@ mod avx512 {
             while empty != 0 {
                 filled_at_empty.push(self.bins.bin(hashes[empty.trailing_zeros() as usize]));
                 empty &= empty - 1;
+            }
+        }
+    }
+}
+
+/// Step 2 and 3 with AVX-512 and VBMI, for signatures of at most 256 values: as [`avx512`],
+/// but the filter is a table of one byte per bin, the top byte of its current value, looked up
+/// for 64 hashes at once with two byte permutes instead of eight gathers. A hash whose value's
+/// top byte is above its bin's cannot lower the bin, so it is passed over; the others go on to
+/// the scalar update, which keeps the table in step. The same values as every other path.
+#[cfg(target_arch = "x86_64")]
+mod avx512_vbmi {
+    use std::arch::x86_64::*;
+
+    use super::avx512::{BLOCK, first_shingles, fmix64};
+    use super::{Bins, EMPTY, FMIX_M1, FMIX_M2, LENGTH_MIX, keep_least, window_mask};
+
+    /// The most bins a byte indexes.
+    pub(super) const MAX_BINS: usize = 256;
+
+    pub(super) fn detected() -> bool {
+        super::avx512::detected()
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+
+    /// As [`super::avx512::blocks`], with the byte table as the filter.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vbmi")]
+    pub(super) fn blocks(
+        content: &[u8],
+        width: usize,
+        bins: Bins,
+        out: &mut [u32],
+        filled_at_empty: &mut Vec<usize>,
+    ) -> usize {
+        debug_assert!(out.len() <= MAX_BINS);
+        let mut table = [0u8; MAX_BINS];
+        for (top, value) in table.iter_mut().zip(out.iter()) {
+            *top = (value >> 24) as u8;
+        }
+        let hasher = Hasher::new(width, bins);
+        // A closure inherits the function's features and is inlined into its loops, where a
+        // method with features of its own would be called per block.
+        let mut put = |block: &[u8; BLOCK + 7], lanes: u64| {
+            hasher.put(block, lanes, out, &mut table, filled_at_empty)
+        };
+        let mut start = 0;
+        while start + BLOCK + 7 <= content.len() {
+            put(
+                content[start..start + BLOCK + 7]
+                    .try_into()
+                    .expect("a block"),
+                u64::MAX,
+            );
+            start += BLOCK;
+        }
+        let shingles = (content.len() + 1).saturating_sub(width);
+        while start < shingles {
+            let mut padded = [0u8; BLOCK + 7];
+            let rest = &content[start..content.len().min(start + BLOCK + 7)];
+            padded[..rest.len()].copy_from_slice(rest);
+            let left = (shingles - start).min(BLOCK);
+            put(&padded, first_shingles(left));
+            start += left;
+        }
+        start
+    }
+
+    /// The byte permute that takes, from two vectors of eight hashes, the top bytes (byte 7 of
+    /// each lane) of the sixteen into bytes 0..16 and their values' top bytes (byte 3) into
+    /// bytes 16..32.
+    const TOPS: [u8; 64] = {
+        let mut index = [0u8; 64];
+        let mut j = 0;
+        while j < 16 {
+            // Index bit 6 picks the second vector.
+            let lane = if j < 8 { 8 * j } else { 64 + 8 * (j - 8) };
+            index[j] = (lane + 7) as u8;
+            index[16 + j] = (lane + 3) as u8;
+            j += 1;
+        }
+        index
+    };
+
+    /// The byte permute that joins two results of [`TOPS`]: the 32 bins into bytes 0..32, the 32
+    /// values into bytes 32..64.
+    const JOIN: [u8; 64] = {
+        let mut index = [0u8; 64];
+        let mut p = 0;
+        while p < 32 {
+            index[p] = if p < 16 { p } else { 64 + p - 16 } as u8;
+            index[32 + p] = if p < 16 { 16 + p } else { 64 + p } as u8;
+            p += 1;
+        }
+        index
+    };
+
+    /// The constants of one content's blocks.
+    struct Hasher {
+        m1: __m512i,
+        m2: __m512i,
+        mask: __m512i,
+        length: __m512i,
+        k: __m512i,
+        shift: __m512i,
+        tops: __m512i,
+        join: __m512i,
+        bins: Bins,
+    }
+
+    impl Hasher {
+        #[target_feature(enable = "avx512f")]
+        fn new(width: usize, bins: Bins) -> Hasher {
+            // SAFETY: each constant is 64 readable bytes.
+            let (tops, join) = unsafe {
+                (
+                    _mm512_loadu_si512(TOPS.as_ptr().cast()),
+                    _mm512_loadu_si512(JOIN.as_ptr().cast()),
+                )
+            };
+            Hasher {
+                m1: _mm512_set1_epi64(FMIX_M1 as i64),
+                m2: _mm512_set1_epi64(FMIX_M2 as i64),
+                mask: _mm512_set1_epi64(window_mask(width) as i64),
+                length: _mm512_set1_epi64((width as u64).wrapping_mul(LENGTH_MIX) as i64),
+                k: _mm512_set1_epi64(bins.k as i64),
+                shift: _mm512_set1_epi64(i64::from(bins.shift.unwrap_or(0))),
+                tops,
+                join,
+                bins,
+            }
+        }
+
+        /// `h` with its top byte replaced by its bin (below 256): for 256 bins the top byte
+        /// already is.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn with_bin(&self, h: __m512i) -> __m512i {
+            let bin = match self.bins.shift {
+                Some(56) => return h,
+                Some(_) => _mm512_srlv_epi64(h, self.shift),
+                None => {
+                    _mm512_srli_epi64::<32>(_mm512_mul_epu32(_mm512_srli_epi64::<32>(h), self.k))
+                }
+            };
+            // 0xE2: the first operand's bits where the second's are set, else the third's.
+            _mm512_ternarylogic_epi64::<0xE2>(
+                h,
+                _mm512_set1_epi64(0x00FF_FFFF_FFFF_FFFF),
+                _mm512_slli_epi64::<56>(bin),
+            )
+        }
+
+        /// Puts the shingles of `block` in the lanes of `lanes` (bit `8·o + lane` for the
+        /// shingle at offset `o + 8·lane`, as in [`super::avx512`]).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vbmi")]
+        fn put(
+            &self,
+            block: &[u8; BLOCK + 7],
+            lanes: u64,
+            out: &mut [u32],
+            table: &mut [u8; MAX_BINS],
+            filled_at_empty: &mut Vec<usize>,
+        ) {
+            let mut hashes = [0u64; BLOCK];
+            let mut tops = [_mm512_setzero_si512(); 4];
+            for (pair, sixteen) in hashes.chunks_exact_mut(16).enumerate() {
+                let mut two = [_mm512_setzero_si512(); 2];
+                for (i, eight) in sixteen.chunks_exact_mut(8).enumerate() {
+                    let o = 2 * pair + i;
+                    let bytes: &[u8; 64] = block[o..o + 64].try_into().expect("64 bytes");
+                    // SAFETY: `bytes` is 64 readable bytes, `eight` 8 writable u64s; unaligned.
+                    two[i] = unsafe {
+                        let v = _mm512_loadu_si512(bytes.as_ptr().cast());
+                        let v = _mm512_add_epi64(_mm512_and_si512(v, self.mask), self.length);
+                        let h = fmix64(v, self.m1, self.m2);
+                        _mm512_storeu_si512(eight.as_mut_ptr().cast(), h);
+                        self.with_bin(h)
+                    };
+                }
+                tops[pair] = _mm512_permutex2var_epi8(two[0], self.tops, two[1]);
+            }
+            // Byte p of `bins` and `values` belongs to hashes[p].
+            let low = _mm512_permutex2var_epi8(tops[0], self.join, tops[1]);
+            let high = _mm512_permutex2var_epi8(tops[2], self.join, tops[3]);
+            let bins = _mm512_shuffle_i64x2::<0b01_00_01_00>(low, high);
+            let values = _mm512_shuffle_i64x2::<0b11_10_11_10>(low, high);
+            // SAFETY: the table is 256 readable bytes.
+            let current = unsafe {
+                let part = |at: usize| _mm512_loadu_si512(table[at..at + 64].as_ptr().cast());
+                // Index bits 0..7 pick a byte of two parts; bit 7 picks the pair of parts.
+                let first = _mm512_permutex2var_epi8(part(0), bins, part(64));
+                let second = _mm512_permutex2var_epi8(part(128), bins, part(192));
+                _mm512_mask_blend_epi8(_mm512_movepi8_mask(bins), first, second)
+            };
+            let mut candidates = _mm512_cmple_epu8_mask(values, current) & lanes;
+            // A value of EMPTY has the top byte 0xFF; which of those are is checked below.
+            let mut maybe_empty = _mm512_cmpeq_epi8_mask(values, _mm512_set1_epi8(-1)) & lanes;
+            while candidates != 0 {
+                let h = hashes[candidates.trailing_zeros() as usize];
+                let bin = self.bins.bin(h);
+                keep_least(out, bin, h as u32);
+                table[bin] = (out[bin] >> 24) as u8;
+                candidates &= candidates - 1;
+            }
+            while maybe_empty != 0 {
+                let h = hashes[maybe_empty.trailing_zeros() as usize];
+                if h as u32 == EMPTY {
+                    filled_at_empty.push(self.bins.bin(h));
+                }
+                maybe_empty &= maybe_empty - 1;
             }
         }
     }
@@ -661,6 +877,15 @@ mod tests {
                         let n =
                             unsafe { avx512::blocks(content, width, bins, &mut out, &mut empty) };
                         paths.push(("avx512", out, n));
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if k <= avx512_vbmi::MAX_BINS && avx512_vbmi::detected() {
+                        let (mut out, mut empty) = (vec![EMPTY; k], Vec::new());
+                        // SAFETY: the processor has the features.
+                        let n = unsafe {
+                            avx512_vbmi::blocks(content, width, bins, &mut out, &mut empty)
+                        };
+                        paths.push(("avx512_vbmi", out, n));
                     }
                     for (name, mut out, n) in paths {
                         // Both cover whole blocks only: bring each to the same end.
