@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendError, Sender};
 
+use crate::dataflow::control::Control;
 use crate::source::{FileEvent, Member, Origin};
 
 /// Bytes of archive members that may be on their way to the kernel stage at once (256 MiB); a
@@ -42,6 +43,8 @@ struct Log {
     commits: Vec<u64>,
     /// Ended snapshots, by increasing `last`.
     snapshots: Vec<Snapshot>,
+    /// Every seal and abandonment, in order: what the graph learns as control records.
+    controls: Vec<Control>,
 }
 
 /// The open epoch, what is sealed, and what was requested of each sealed epoch.
@@ -111,7 +114,9 @@ impl EpochClock {
     /// still flow through the graph; what they write stays pending and is removed when the lake is
     /// next opened.
     pub fn abandon_from(&self, from: u64) {
+        let mut log = self.log.lock().expect("clock lock");
         self.abandoned_from.fetch_min(from, Ordering::AcqRel);
+        log.controls.push(Control::Abandoned { from });
     }
 
     /// The last epoch that may be committed.
@@ -243,6 +248,11 @@ impl EpochClock {
                     last: epoch,
                 });
             }
+            log.controls.push(Control::Sealed {
+                epoch,
+                commit,
+                ended: ended.iter().map(|&(s, f)| (s.to_string(), f)).collect(),
+            });
         }
         let now = self.start.elapsed().as_micros() as u64;
         self.opened_us.store(now, Ordering::Release);
@@ -257,6 +267,12 @@ impl EpochClock {
         let epoch = epoch.min(self.committable_through());
         let log = self.log.lock().expect("clock lock");
         log.commits.iter().rev().find(|&&c| c <= epoch).copied()
+    }
+
+    /// The control records from the `from`-th on: each seal and abandonment, in order.
+    pub fn controls_from(&self, from: usize) -> Vec<Control> {
+        let log = self.log.lock().expect("clock lock");
+        log.controls.get(from..).unwrap_or_default().to_vec()
     }
 
     /// The snapshots from the `from`-th on that ended at or before `epoch`.

@@ -16,6 +16,7 @@ use timely::dataflow::InputHandleVec;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 use super::Shared;
+use super::control::Control;
 use super::time::{epoch_of, epoch_start};
 use crate::epochs::{EpochClock, MAX_INLINE_BYTES};
 use crate::progress::Progress;
@@ -33,12 +34,20 @@ const TICK_AGE: Duration = Duration::from_millis(20);
 pub(super) fn feed(
     worker: &mut timely::worker::Worker,
     input: &mut InputHandleVec<u64, FileEvent>,
+    mut control: Option<ControlInput>,
     featurized: &ProbeHandle<u64>,
     shared: &Shared,
     events: &Receiver<FileEvent>,
     failed: impl Fn() -> bool,
 ) {
     let plan = &shared.plan;
+    // The control input follows the event input, and sends the records of each epoch before it
+    // moves past the epoch.
+    let mut follow = |input: &InputHandleVec<u64, FileEvent>| {
+        if let Some(control) = control.as_mut() {
+            control.advance_to(&plan.clock, *input.time());
+        }
+    };
     let mut tick = Tick::default();
     let mut admitted = Admitted::new(MAX_EVENTS_IN_FLIGHT.div_ceil(worker.peers()));
     let tick_bytes = MAX_INLINE_BYTES / 4 / worker.peers() as u64;
@@ -55,6 +64,7 @@ pub(super) fn feed(
             admitted.report(&plan.progress);
             // Nothing more is sent until the graph is through the open tick: close it.
             tick.close(input);
+            follow(input);
             worker.step_or_park(Some(Duration::from_millis(1)));
             continue;
         }
@@ -66,6 +76,7 @@ pub(super) fn feed(
                 debug_assert!(event.epoch >= epoch_of(*input.time()), "an event came late");
                 if event.epoch > epoch_of(*input.time()) {
                     input.advance_to(epoch_start(event.epoch));
+                    follow(input);
                     tick = Tick::default();
                 }
                 let inline = admitted.sent(*input.time(), EpochClock::inline_bytes(&event));
@@ -75,6 +86,7 @@ pub(super) fn feed(
                 if tick.sent() >= EVENTS_PER_TICK || inline >= tick_bytes {
                     plan.progress.set_queued(events.len());
                     tick.close(input);
+                    follow(input);
                     worker.step();
                 }
             }
@@ -86,10 +98,62 @@ pub(super) fn feed(
                 if sealed >= epoch_of(*input.time()) {
                     input.advance_to(epoch_start(sealed + 1));
                 }
+                follow(input);
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
             Err(TryRecvError::Disconnected) => break,
         }
+    }
+    if let Some(control) = control {
+        control.finish(&plan.clock);
+    }
+}
+
+/// The control records' input (see [`Control`]), on the one worker that sends them: the
+/// clock's records, each seal at a time of its epoch.
+pub(super) struct ControlInput {
+    handle: InputHandleVec<u64, Control>,
+    /// The clock's records sent so far.
+    sent: usize,
+}
+
+impl ControlInput {
+    pub(super) fn new(handle: InputHandleVec<u64, Control>) -> ControlInput {
+        ControlInput { handle, sent: 0 }
+    }
+
+    /// Moves to `time`, having sent the records of every epoch before its epoch. The clock has
+    /// them: an epoch is sealed, and its record written, before any event of a later epoch is
+    /// stamped, and the event input moves past an epoch only once it is sealed.
+    fn advance_to(&mut self, clock: &EpochClock, time: u64) {
+        if epoch_of(time) > epoch_of(*self.handle.time()) {
+            self.send(clock, epoch_of(time));
+        }
+        if time > *self.handle.time() {
+            self.handle.advance_to(time);
+        }
+    }
+
+    /// Sends the clock's new records, up to the seal of `before` (exclusive).
+    fn send(&mut self, clock: &EpochClock, before: u64) {
+        for control in clock.controls_from(self.sent) {
+            if let Control::Sealed { epoch, .. } = &control {
+                if *epoch >= before {
+                    break;
+                }
+                if epoch_start(*epoch) > *self.handle.time() {
+                    self.handle.advance_to(epoch_start(*epoch));
+                }
+            }
+            self.handle.send(control);
+            self.sent += 1;
+        }
+    }
+
+    /// The sources are done: sends every record left and the run's last epoch, and closes.
+    fn finish(mut self, clock: &EpochClock) {
+        self.send(clock, u64::MAX);
+        self.handle.send(Control::Last(clock.last()));
     }
 }
 

@@ -12,6 +12,7 @@
 //! source waits for the workers, never the other way round.
 
 pub mod commit;
+pub mod control;
 mod featurize;
 mod input;
 pub mod near_dup;
@@ -34,7 +35,9 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use self::commit::{CheckpointPolicy, CommitPlan, Committer, ReplayPlan};
+use self::control::Control;
 use self::featurize::featurize;
+use self::input::ControlInput;
 pub use self::input::MAX_EVENTS_IN_FLIGHT;
 use self::near_dup::near_duplicates;
 use self::reconcile::{Identity, KnownPath, reconcile};
@@ -160,14 +163,21 @@ fn run_worker(
     let _abort_on_panic = AbortOnPanic(&shared.abort);
     let Graph {
         mut input,
+        control,
         featurized,
         writer,
         committer,
         failure,
     } = build(worker, shared);
-    input::feed(worker, &mut input, &featurized, shared, events, || {
-        failure.borrow().is_some()
-    });
+    input::feed(
+        worker,
+        &mut input,
+        control,
+        &featurized,
+        shared,
+        events,
+        || failure.borrow().is_some(),
+    );
     drop(input);
     if !shared.abort.load(Ordering::Acquire) {
         while worker.step() {
@@ -207,6 +217,8 @@ fn run_worker(
 /// A worker's graph: its input, and what its operators share with the worker.
 struct Graph {
     input: InputHandleVec<u64, FileEvent>,
+    /// The control records' input, on the worker that sends them (the first).
+    control: Option<ControlInput>,
     /// The featurize stage's output: the input loop's flow control.
     featurized: ProbeHandle<u64>,
     writer: Rc<RefCell<LakeWriter>>,
@@ -245,11 +257,13 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
     let (known, tracked) = restored_share(shared, index);
     let mut input = InputHandleVec::<u64, FileEvent>::new();
+    let mut control = InputHandleVec::<u64, Control>::new();
     let featurized = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let events = input.to_stream(scope);
+        let controls = control.to_stream(scope);
         let observed = featurize(events, shared.clone()).probe_with(&featurized);
-        let changes = reconcile(observed, plan.clock.clone(), known);
+        let changes = reconcile(observed, controls, known);
         let sink = LakeSink {
             writer: writer.clone(),
             failure: failure.clone(),
@@ -288,6 +302,8 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     });
     Graph {
         input,
+        // The other workers' control inputs are closed at once.
+        control: (index == 0).then(|| ControlInput::new(control)),
         featurized,
         writer,
         committer,

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
-use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -15,8 +14,11 @@ use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::operators::{Capability, Concat, Operator};
 
+use serde::{Deserialize, Serialize};
+
+use super::control::{Control, Controls};
 use super::{epoch_end, epoch_of};
-use crate::epochs::{EpochClock, Snapshot};
+use crate::epochs::Snapshot;
 use crate::source::path_id;
 use crate::version::{FileVersion, SkipReason};
 
@@ -50,14 +52,14 @@ pub struct KnownPath {
 }
 
 /// Drops versions identical to the path's current one, and adds deletes for the paths of a source
-/// that a complete snapshot of it (see [`EpochClock`]) did not contain. `restored` is this worker's
+/// that a complete snapshot of it (see [`Control`]) did not contain. `restored` is this worker's
 /// share of the paths the lake already tracks. Each change leaves with its path id.
 ///
 /// A directory the snapshot could not list (see [`unlisted_dir`]) was not seen whole: no path under
 /// it is deleted. Its paths live on every worker, so the directory is broadcast to all of them.
 pub fn reconcile<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
-    clock: Arc<EpochClock>,
+    controls: StreamVec<'scope, u64, Control>,
     restored: Vec<KnownPath>,
 ) -> StreamVec<'scope, u64, (u128, FileVersion)> {
     let mut parts = versions.partition(2, |version| (u64::from(unlisted_dir(&version)), version));
@@ -65,14 +67,16 @@ pub fn reconcile<'scope>(
         parts.pop().expect("two parts"),
         parts.pop().expect("two parts"),
     );
-    let holes = unlisted
+    // Every worker learns of every unlisted directory and every snapshot's end.
+    let broadcast = unlisted
         .clone()
-        .map(|version| (version.source, version.path))
+        .map(|version| Notice::Hole(version.source, version.path))
+        .concat(controls.map(Notice::Control))
         .broadcast();
     // The unlisted directory is a version too (an `unreadable` row): it goes on to its owner.
     let versions = versions.concat(unlisted);
     versions.binary_frontier::<_, CapacityContainerBuilder<Vec<(u128, FileVersion)>>, _, _, _, _>(
-        holes,
+        broadcast,
         Pipeline,
         Pipeline,
         "Reconcile",
@@ -88,20 +92,25 @@ pub fn reconcile<'scope>(
                 });
                 holes.for_each(|time, data| {
                     let epoch = epoch_of(*time.least().expect("a message has a time"));
-                    for (source, prefix) in data.drain(..) {
-                        state.holes.push((epoch, source, prefix));
+                    for broadcast in data.drain(..) {
+                        match broadcast {
+                            Notice::Hole(source, prefix) => {
+                                state.holes.push((epoch, source, prefix))
+                            }
+                            Notice::Control(control) => state.controls.record(control),
+                        }
                     }
                 });
                 let Some(cap) = capability.as_mut() else {
                     return;
                 };
                 // A time is complete once both inputs are past it: a snapshot closes only when
-                // every unlisted directory of it has arrived.
+                // its end and every unlisted directory of it have arrived.
                 let frontier = [frontier.frontier(), holes_frontier.frontier()]
                     .into_iter()
                     .filter_map(|f| f.first().copied())
                     .min();
-                state.release(frontier, &clock, cap, output);
+                state.release(frontier, cap, output);
                 match frontier {
                     Some(t) => {
                         // Follow the input, but not past stashed versions.
@@ -132,14 +141,12 @@ fn under_hole(path: &[u8], holes: &HashSet<&[u8]>) -> bool {
 
 /// Emits the deletes of every snapshot that ended at or before `epoch` and has not been closed,
 /// each at the last time of its last epoch.
-fn close_snapshots(
-    state: &mut State,
-    clock: &EpochClock,
-    cap: &Capability<u64>,
-    output: &mut Output<'_>,
-    epoch: u64,
-) {
-    for snapshot in clock.snapshots_from(state.snapshots_done, epoch) {
+fn close_snapshots(state: &mut State, cap: &Capability<u64>, output: &mut Output<'_>, epoch: u64) {
+    let ended = state
+        .controls
+        .snapshots_from(state.snapshots_done, epoch)
+        .to_vec();
+    for snapshot in ended {
         state.snapshots_done += 1;
         let at = cap.delayed(&epoch_end(snapshot.last));
         let mut session = output.session(&at);
@@ -178,8 +185,17 @@ struct State {
     /// (epoch, source, directory path ending with `/`) of the directories a snapshot could not
     /// list, until the snapshot closes.
     holes: Vec<(u64, String, Vec<u8>)>,
-    /// Snapshots of the clock already closed.
+    /// What the control records said: the ended snapshots.
+    controls: Controls,
+    /// Snapshots of `controls` already closed.
     snapshots_done: usize,
+}
+
+/// What every worker's reconcile learns: an unlisted directory, or a control record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Notice {
+    Hole(String, Vec<u8>),
+    Control(Control),
 }
 
 /// Reconcile's output.
@@ -197,6 +213,7 @@ impl State {
             known,
             stash: BTreeMap::new(),
             holes: Vec::new(),
+            controls: Controls::default(),
             snapshots_done: 0,
         }
     }
@@ -204,13 +221,7 @@ impl State {
     /// Gives the changes of the stashed versions whose time is complete (before `frontier`;
     /// every time when there is none), in time order, each epoch's closed snapshots' deletes
     /// first, and then the deletes of the snapshots that ended before the frontier.
-    fn release(
-        &mut self,
-        frontier: Option<u64>,
-        clock: &EpochClock,
-        cap: &Capability<u64>,
-        output: &mut Output<'_>,
-    ) {
+    fn release(&mut self, frontier: Option<u64>, cap: &Capability<u64>, output: &mut Output<'_>) {
         while let Some(entry) = self.stash.first_entry() {
             let at = *entry.key();
             if frontier.is_some_and(|t| t <= at) {
@@ -219,7 +230,7 @@ impl State {
             let versions = entry.remove();
             // Snapshots that ended before this epoch are complete: their deletes come first.
             if epoch_of(at) > 0 {
-                close_snapshots(self, clock, cap, output, epoch_of(at) - 1);
+                close_snapshots(self, cap, output, epoch_of(at) - 1);
             }
             let at = cap.delayed(&at);
             let mut session = output.session(&at);
@@ -234,7 +245,7 @@ impl State {
             Some(_) => return,
             None => u64::MAX,
         };
-        close_snapshots(self, clock, cap, output, through);
+        close_snapshots(self, cap, output, through);
     }
 }
 
@@ -318,6 +329,7 @@ mod tests {
             known: PathIdMap::default(),
             stash: BTreeMap::new(),
             holes: Vec::new(),
+            controls: Controls::default(),
             snapshots_done: 0,
         };
         for path in [
