@@ -21,8 +21,9 @@
 //! - [`dataflow`] is the timely graph; [`dataflow::stats`] holds the statistics, each a function
 //!   from the collection of current versions to a collection of statistic updates;
 //!   [`dataflow::near_dup`] derives near-duplicate clusters from the same collection.
-//! - [`epochs`] is the clock a source and the graph share: the open epoch, what is sealed, where
-//!   to commit, which snapshots ended.
+//! - [`epochs`] is the sources' clock: the open epoch, what is sealed, where to commit, which
+//!   snapshots ended; the graph learns of seals, commits and snapshot ends as
+//!   [`dataflow::control`] records that travel through it.
 //! - [`sink`] writes the lake; [`sink::schema`] loads `schemas/*.json`, the single source of
 //!   truth for every table; [`sink::commit`] is the commit protocol and [`sink::restore`] reads the
 //!   committed state back for a restarted run; [`dataflow::commit`] commits once every worker is

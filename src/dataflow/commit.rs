@@ -17,10 +17,10 @@ use crossbeam_channel::{Receiver, Sender};
 
 use rustc_hash::FxHashMap;
 
+use super::control::{Control, Controls};
 use super::near_dup::Membership;
 use super::stats::StatKey;
 use crate::api::live::{Live, LivePublisher};
-use crate::epochs::EpochClock;
 use crate::pipeline::RuleSet;
 use crate::progress::ErrorKind;
 use crate::sink::SinkError;
@@ -72,10 +72,11 @@ enum Job {
     },
     /// The restored state is applied.
     Restored,
-    /// Commit at this requested epoch.
-    Commit(u64),
-    /// The input is exhausted and every epoch complete.
-    FinishRun,
+    /// Commit at this requested epoch, through which this many snapshots ended.
+    Commit { epoch: u64, snapshots: usize },
+    /// The input is exhausted and every epoch complete: commit at `last` (the run's last epoch
+    /// that is not abandoned), through which this many snapshots ended.
+    FinishRun { last: u64, snapshots: usize },
 }
 
 /// Jobs the commit thread may be behind by. The coordinator waits when it is this far behind:
@@ -87,7 +88,8 @@ const QUEUED_JOBS: usize = 1024;
 /// a thread of its own, in order, so that the dataflow never waits for a disk.
 pub struct Committer {
     coordinator: bool,
-    clock: Arc<EpochClock>,
+    /// What the control records said: the commits requested, the abandoned and last epochs.
+    controls: Controls,
     /// Where the live statistics are published for the server, when one runs.
     live: Option<LivePublisher>,
     /// The first epoch of this run: the run is ready once it is processed.
@@ -110,7 +112,6 @@ struct CommitThread {
 /// What the commit thread writes with.
 pub struct CommitPlan {
     pub lake: Arc<Lake>,
-    pub clock: Arc<EpochClock>,
     pub stats: StatsWriter,
     pub rules: RuleSet,
     pub replay: Option<ReplayPlan>,
@@ -128,7 +129,6 @@ impl Committer {
         let committed_at_start = head.as_ref().map_or(0, |h| h.epoch);
         let committed = Arc::new(AtomicU64::new(committed_at_start));
         let publisher = (live.clone()).map(|live| LivePublisher::new(live, &plan.rules));
-        let clock = plan.clock.clone();
         let thread = coordinator.then(|| {
             let commits = LakeCommits {
                 checkpoint: head.and_then(|h| h.checkpoint),
@@ -157,7 +157,7 @@ impl Committer {
         });
         Committer {
             coordinator,
-            clock,
+            controls: Controls::default(),
             live: publisher,
             first_epoch: committed_at_start + 1,
             committed,
@@ -171,6 +171,11 @@ impl Committer {
         self.coordinator
     }
 
+    /// Takes in a control record.
+    pub fn record(&mut self, control: Control) {
+        self.controls.record(control);
+    }
+
     /// Publishes the statistic changes of a complete epoch to the live snapshot, and returns
     /// them consolidated for [`Committer::apply`]; None for an epoch that is never committed (a
     /// failed snapshot's). Called before the commits requested ahead of the epoch are written:
@@ -180,7 +185,7 @@ impl Committer {
         epoch: u64,
         changes: FxHashMap<StatKey, i64>,
     ) -> Option<Vec<(StatKey, i64)>> {
-        if epoch > self.clock.committable_through() {
+        if epoch > self.controls.committable_through() {
             return None;
         }
         let mut consolidated: Vec<(StatKey, i64)> =
@@ -217,7 +222,7 @@ impl Committer {
             return;
         };
         let committed = self.committed.load(Ordering::Acquire);
-        let epoch = complete.min(self.clock.last().max(committed));
+        let epoch = complete.min(self.controls.last().max(committed));
         let ready = self.restored && complete >= self.first_epoch;
         live.live().advance(epoch, committed, ready);
     }
@@ -239,10 +244,11 @@ impl Committer {
         let Some(complete) = complete else {
             return self.failure();
         };
-        match self.clock.commit_at_or_before(complete) {
+        match self.controls.commit_at_or_before(complete) {
             Some(epoch) if epoch > self.requested => {
                 self.requested = epoch;
-                self.send(Job::Commit(epoch))
+                let snapshots = self.controls.snapshots_from(0, epoch).len();
+                self.send(Job::Commit { epoch, snapshots })
             }
             _ => self.failure(),
         }
@@ -251,7 +257,12 @@ impl Committer {
     /// The input is exhausted and every epoch complete: commits at the run's last epoch that is
     /// not abandoned (see [`LakeCommits::finish_run`]).
     pub fn finish_run(&mut self) -> Result<(), SinkError> {
-        self.send(Job::FinishRun)
+        let last = self
+            .controls
+            .last()
+            .min(self.controls.committable_through());
+        let snapshots = self.controls.snapshots_from(0, last).len();
+        self.send(Job::FinishRun { last, snapshots })
     }
 
     /// Waits for the commit thread to write everything handed to it, and returns the
@@ -343,9 +354,11 @@ impl LakeCommits {
                     memberships,
                 } => self.apply(epoch, changes, memberships),
                 Job::Restored => self.restored(),
-                Job::Commit(epoch) if epoch > self.committed => self.commit(epoch),
-                Job::Commit(_) => Ok(()),
-                Job::FinishRun => self.finish_run(),
+                Job::Commit { epoch, snapshots } if epoch > self.committed => {
+                    self.commit(epoch, snapshots)
+                }
+                Job::Commit { .. } => Ok(()),
+                Job::FinishRun { last, snapshots } => self.finish_run(last, snapshots),
             };
             if let Err(error) = done {
                 let _ = failed.send(error);
@@ -387,14 +400,13 @@ impl LakeCommits {
 
     /// Commits at the run's last epoch that is not abandoned, and records a checkpoint still
     /// being written once it is durable.
-    fn finish_run(&mut self) -> Result<(), SinkError> {
+    fn finish_run(&mut self, last: u64, snapshots: usize) -> Result<(), SinkError> {
+        let last = last.max(self.committed);
         // A stopping run does not start a compaction it would then wait for; the next run, or
         // `exoflow compact`, merges what is left.
         self.plan.auto_compact = None;
-        let clock = &self.plan.clock;
-        let last = (clock.last().min(clock.committable_through())).max(self.committed);
         if last > self.committed {
-            self.commit(last)?;
+            self.commit(last, snapshots)?;
         }
         if self.job.is_some() {
             let checkpoint = self.finished_checkpoint(true)?;
@@ -413,9 +425,9 @@ impl LakeCommits {
     }
 
     /// Commits at `epoch`; the time it takes is observed in the live counters, when a server runs.
-    fn commit(&mut self, epoch: u64) -> Result<(), SinkError> {
+    fn commit(&mut self, epoch: u64, snapshots: usize) -> Result<(), SinkError> {
         let started = std::time::Instant::now();
-        let result = self.commit_epoch(epoch);
+        let result = self.commit_epoch(epoch, snapshots);
         if result.is_ok()
             && let Some(live) = &self.live
         {
@@ -424,13 +436,13 @@ impl LakeCommits {
         result
     }
 
-    fn commit_epoch(&mut self, epoch: u64) -> Result<(), SinkError> {
+    fn commit_epoch(&mut self, epoch: u64, snapshots: usize) -> Result<(), SinkError> {
         self.plan.stats.close_part()?;
         let checkpoint = self.finished_checkpoint(false)?;
         let replay = self.plan.replay.as_ref().map(|r| ReplayProgress {
             source: r.source.clone(),
             inputs: r.inputs.clone(),
-            done: r.skipped + self.plan.clock.snapshots_from(0, epoch).len(),
+            done: r.skipped + snapshots,
         });
         self.plan.lake.sync_pending(epoch)?;
         self.plan.lake.commit(epoch, "epoch", checkpoint, replay)?;

@@ -236,7 +236,6 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     let writer = Rc::new(RefCell::new(LakeWriter::new(&root, index, rules.clone())));
     let commits = CommitPlan {
         lake: plan.lake.clone(),
-        clock: plan.clock.clone(),
         stats: StatsWriter::new(&root, index, rules.clone()),
         rules,
         replay: plan.replay.clone(),
@@ -263,7 +262,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
         let events = input.to_stream(scope);
         let controls = control.to_stream(scope);
         let observed = featurize(events, shared.clone()).probe_with(&featurized);
-        let changes = reconcile(observed, controls, known);
+        let changes = reconcile(observed, controls.clone(), known);
         let sink = LakeSink {
             writer: writer.clone(),
             failure: failure.clone(),
@@ -294,6 +293,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
         write_stats(
             stats.inner,
             memberships,
+            controls,
             committer,
             failure,
             shared.clone(),

@@ -9,11 +9,13 @@ use std::sync::atomic::Ordering;
 use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Operator};
 use timely::dataflow::{Stream, StreamVec};
 
 use super::Shared;
 use super::commit::Committer;
+use super::control::Control;
 use super::near_dup::Membership;
 use super::stats::StatKey;
 use super::time::epoch_of;
@@ -27,15 +29,21 @@ use crate::sink::SinkError;
 pub(super) fn write_stats<'scope>(
     changes: Stream<'scope, u64, Vec<(StatKey, u64, isize)>>,
     memberships: Stream<'scope, u64, Vec<(Membership, u64, isize)>>,
+    controls: StreamVec<'scope, u64, Control>,
     committer: Rc<RefCell<Committer>>,
     failure: Rc<RefCell<Option<SinkError>>>,
     shared: Arc<Shared>,
     latency: Option<Arc<LatencyRecorder>>,
 ) -> StreamVec<'scope, u64, ()> {
+    // The control records come with the memberships: the commits they request are made once
+    // the frontier of both is past them.
+    let others = memberships
+        .map(|(membership, time, diff)| Other::Membership(membership, time, diff))
+        .concat(controls.map(Other::Control));
     changes.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
-        memberships,
+        others,
         Exchange::new(|_: &(StatKey, u64, isize)| 0u64),
-        Exchange::new(|_: &(Membership, u64, isize)| 0u64),
+        Exchange::new(|_: &Other| 0u64),
         "StatsWriter",
         move |_capability, _info| {
             let mut pending: BTreeMap<u64, EpochChanges> = BTreeMap::new();
@@ -47,9 +55,14 @@ pub(super) fn write_stats<'scope>(
                     }
                 });
                 clusters.for_each(|_capability, data| {
-                    for (membership, time, diff) in data.drain(..) {
-                        let epoch = pending.entry(epoch_of(time)).or_default();
-                        *epoch.memberships.entry(membership).or_default() += diff as i64;
+                    for other in data.drain(..) {
+                        match other {
+                            Other::Membership(membership, time, diff) => {
+                                let epoch = pending.entry(epoch_of(time)).or_default();
+                                *epoch.memberships.entry(membership).or_default() += diff as i64;
+                            }
+                            Other::Control(control) => committer.borrow_mut().record(control),
+                        }
                     }
                 });
                 // Times are totally ordered: the least of the two frontiers.
@@ -80,6 +93,13 @@ pub(super) fn write_stats<'scope>(
             }
         },
     )
+}
+
+/// What the statistics writer takes besides the statistic changes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Other {
+    Membership(Membership, u64, isize),
+    Control(Control),
 }
 
 /// One open epoch's changes, consolidated.
