@@ -334,12 +334,26 @@ mod avx512 {
         filled_at_empty: &mut Vec<usize>,
     ) -> usize {
         let hasher = Hasher::new(width, bins);
+        each_block(content, width, |block, lanes| {
+            hasher.put(block, lanes, out, filled_at_empty)
+        })
+    }
+
+    /// Calls `put` with each block of `content` and the mask of its shingles' lanes: the whole
+    /// blocks, then the shingles after them from copies padded with zeros, the lanes past the
+    /// last shingle masked off. Returns where the first shingle not put starts: the end.
+    #[inline(always)]
+    pub(super) fn each_block(
+        content: &[u8],
+        width: usize,
+        mut put: impl FnMut(&[u8; BLOCK + 7], u64),
+    ) -> usize {
         let mut start = 0;
         while start + BLOCK + 7 <= content.len() {
             let block = content[start..start + BLOCK + 7]
                 .try_into()
                 .expect("a block");
-            hasher.put(block, u64::MAX, out, filled_at_empty);
+            put(block, u64::MAX);
             start += BLOCK;
         }
         let shingles = (content.len() + 1).saturating_sub(width);
@@ -348,7 +362,7 @@ mod avx512 {
             let rest = &content[start..content.len().min(start + BLOCK + 7)];
             padded[..rest.len()].copy_from_slice(rest);
             let left = (shingles - start).min(BLOCK);
-            hasher.put(&padded, first_shingles(left), out, filled_at_empty);
+            put(&padded, first_shingles(left));
             start += left;
         }
         start
@@ -356,7 +370,7 @@ mod avx512 {
 
     /// The mask of the lanes (bit `8·o + lane`) of the first `n` shingles of a block: the
     /// shingle at offset `o + 8·lane` is in lane `lane` of load `o`.
-    pub(super) fn first_shingles(n: usize) -> u64 {
+    fn first_shingles(n: usize) -> u64 {
         (0..BLOCK)
             .filter(|bit| bit / 8 + 8 * (bit % 8) < n)
             .fold(0, |mask, bit| mask | 1 << bit)
@@ -452,7 +466,7 @@ mod avx512 {
 mod avx512_vbmi {
     use std::arch::x86_64::*;
 
-    use super::avx512::{BLOCK, first_shingles, fmix64};
+    use super::avx512::{BLOCK, each_block, fmix64};
     use super::{Bins, EMPTY, FMIX_M1, FMIX_M2, LENGTH_MIX, keep_least, window_mask};
 
     /// The most bins a byte indexes.
@@ -479,31 +493,11 @@ mod avx512_vbmi {
             *top = (value >> 24) as u8;
         }
         let hasher = Hasher::new(width, bins);
-        // A closure inherits the function's features and is inlined into its loops, where a
+        // A closure inherits the function's features and is inlined into the loops, where a
         // method with features of its own would be called per block.
-        let mut put = |block: &[u8; BLOCK + 7], lanes: u64| {
+        each_block(content, width, |block, lanes| {
             hasher.put(block, lanes, out, &mut table, filled_at_empty)
-        };
-        let mut start = 0;
-        while start + BLOCK + 7 <= content.len() {
-            put(
-                content[start..start + BLOCK + 7]
-                    .try_into()
-                    .expect("a block"),
-                u64::MAX,
-            );
-            start += BLOCK;
-        }
-        let shingles = (content.len() + 1).saturating_sub(width);
-        while start < shingles {
-            let mut padded = [0u8; BLOCK + 7];
-            let rest = &content[start..content.len().min(start + BLOCK + 7)];
-            padded[..rest.len()].copy_from_slice(rest);
-            let left = (shingles - start).min(BLOCK);
-            put(&padded, first_shingles(left));
-            start += left;
-        }
-        start
+        })
     }
 
     /// The byte permute that takes, from two vectors of eight hashes, the top bytes (byte 7 of
