@@ -314,7 +314,7 @@ mod avx512 {
     /// [`super::fmix64`] per lane.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) fn fmix64(x: __m512i, m1: __m512i, m2: __m512i) -> __m512i {
+    fn fmix64(x: __m512i, m1: __m512i, m2: __m512i) -> __m512i {
         let x = _mm512_xor_si512(x, _mm512_srli_epi64::<33>(x));
         let x = _mm512_mullo_epi64(x, m1);
         let x = _mm512_xor_si512(x, _mm512_srli_epi64::<33>(x));
@@ -377,19 +377,19 @@ mod avx512 {
     }
 
     /// The constants of one content's blocks.
-    struct Hasher {
+    pub(super) struct Hasher {
         m1: __m512i,
         m2: __m512i,
         mask: __m512i,
         length: __m512i,
         k: __m512i,
         shift: __m512i,
-        bins: Bins,
+        pub(super) bins: Bins,
     }
 
     impl Hasher {
         #[target_feature(enable = "avx512f")]
-        fn new(width: usize, bins: Bins) -> Hasher {
+        pub(super) fn new(width: usize, bins: Bins) -> Hasher {
             Hasher {
                 m1: _mm512_set1_epi64(FMIX_M1 as i64),
                 m2: _mm512_set1_epi64(FMIX_M2 as i64),
@@ -404,12 +404,28 @@ mod avx512 {
         /// `bin_of` per lane: a shift for a power of two, else the high half of h times k.
         #[inline]
         #[target_feature(enable = "avx512f")]
-        fn bins_of(&self, h: __m512i) -> __m512i {
+        pub(super) fn bins_of(&self, h: __m512i) -> __m512i {
             match self.bins.shift {
                 Some(_) => _mm512_srlv_epi64(h, self.shift),
                 None => {
                     _mm512_srli_epi64::<32>(_mm512_mul_epu32(_mm512_srli_epi64::<32>(h), self.k))
                 }
+            }
+        }
+
+        /// The hashes of the eight windows `bytes` holds as u64 lanes (the low `width` bytes of
+        /// each), also stored into `eight`.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq")]
+        pub(super) fn hash_eight(&self, bytes: &[u8; 64], eight: &mut [u64]) -> __m512i {
+            assert_eq!(eight.len(), 8);
+            // SAFETY: `bytes` is 64 readable bytes, `eight` 8 writable u64s; unaligned.
+            unsafe {
+                let v = _mm512_loadu_si512(bytes.as_ptr().cast());
+                let v = _mm512_add_epi64(_mm512_and_si512(v, self.mask), self.length);
+                let h = fmix64(v, self.m1, self.m2);
+                _mm512_storeu_si512(eight.as_mut_ptr().cast(), h);
+                h
             }
         }
 
@@ -430,13 +446,10 @@ mod avx512 {
             let (mut candidates, mut empty) = (0u64, 0u64);
             for (o, eight) in hashes.chunks_exact_mut(8).enumerate() {
                 let bytes: &[u8; 64] = block[o..o + 64].try_into().expect("64 bytes");
-                // SAFETY: `bytes` is 64 readable bytes, `eight` 8 writable u64s; unaligned. The
-                // gather reads `out` at bins below `k == out.len()` (see `keep_least`).
+                let h = self.hash_eight(bytes, eight);
+                // SAFETY: the gather reads `out` at bins below `k == out.len()` (see
+                // `keep_least`).
                 let (value, current) = unsafe {
-                    let v = _mm512_loadu_si512(bytes.as_ptr().cast());
-                    let v = _mm512_add_epi64(_mm512_and_si512(v, self.mask), self.length);
-                    let h = fmix64(v, self.m1, self.m2);
-                    _mm512_storeu_si512(eight.as_mut_ptr().cast(), h);
                     let current = _mm512_i64gather_epi32::<4>(self.bins_of(h), out.as_ptr().cast());
                     (_mm512_cvtepi64_epi32(h), current)
                 };
@@ -466,8 +479,8 @@ mod avx512 {
 mod avx512_vbmi {
     use std::arch::x86_64::*;
 
-    use super::avx512::{BLOCK, each_block, fmix64};
-    use super::{Bins, EMPTY, FMIX_M1, FMIX_M2, LENGTH_MIX, keep_least, window_mask};
+    use super::avx512::{BLOCK, each_block};
+    use super::{Bins, EMPTY, keep_least};
 
     /// The most bins a byte indexes.
     pub(super) const MAX_BINS: usize = 256;
@@ -529,17 +542,11 @@ mod avx512_vbmi {
         index
     };
 
-    /// The constants of one content's blocks.
+    /// The constants of one content's blocks: the gather path's, and the byte permutes.
     struct Hasher {
-        m1: __m512i,
-        m2: __m512i,
-        mask: __m512i,
-        length: __m512i,
-        k: __m512i,
-        shift: __m512i,
+        base: super::avx512::Hasher,
         tops: __m512i,
         join: __m512i,
-        bins: Bins,
     }
 
     impl Hasher {
@@ -553,15 +560,9 @@ mod avx512_vbmi {
                 )
             };
             Hasher {
-                m1: _mm512_set1_epi64(FMIX_M1 as i64),
-                m2: _mm512_set1_epi64(FMIX_M2 as i64),
-                mask: _mm512_set1_epi64(window_mask(width) as i64),
-                length: _mm512_set1_epi64((width as u64).wrapping_mul(LENGTH_MIX) as i64),
-                k: _mm512_set1_epi64(bins.k as i64),
-                shift: _mm512_set1_epi64(i64::from(bins.shift.unwrap_or(0))),
+                base: super::avx512::Hasher::new(width, bins),
                 tops,
                 join,
-                bins,
             }
         }
 
@@ -570,18 +571,14 @@ mod avx512_vbmi {
         #[inline]
         #[target_feature(enable = "avx512f")]
         fn with_bin(&self, h: __m512i) -> __m512i {
-            let bin = match self.bins.shift {
-                Some(56) => return h,
-                Some(_) => _mm512_srlv_epi64(h, self.shift),
-                None => {
-                    _mm512_srli_epi64::<32>(_mm512_mul_epu32(_mm512_srli_epi64::<32>(h), self.k))
-                }
-            };
+            if self.base.bins.shift == Some(56) {
+                return h;
+            }
             // 0xE2: the first operand's bits where the second's are set, else the third's.
             _mm512_ternarylogic_epi64::<0xE2>(
                 h,
                 _mm512_set1_epi64(0x00FF_FFFF_FFFF_FFFF),
-                _mm512_slli_epi64::<56>(bin),
+                _mm512_slli_epi64::<56>(self.base.bins_of(h)),
             )
         }
 
@@ -604,14 +601,7 @@ mod avx512_vbmi {
                 for (i, eight) in sixteen.chunks_exact_mut(8).enumerate() {
                     let o = 2 * pair + i;
                     let bytes: &[u8; 64] = block[o..o + 64].try_into().expect("64 bytes");
-                    // SAFETY: `bytes` is 64 readable bytes, `eight` 8 writable u64s; unaligned.
-                    two[i] = unsafe {
-                        let v = _mm512_loadu_si512(bytes.as_ptr().cast());
-                        let v = _mm512_add_epi64(_mm512_and_si512(v, self.mask), self.length);
-                        let h = fmix64(v, self.m1, self.m2);
-                        _mm512_storeu_si512(eight.as_mut_ptr().cast(), h);
-                        self.with_bin(h)
-                    };
+                    two[i] = self.with_bin(self.base.hash_eight(bytes, eight));
                 }
                 tops[pair] = _mm512_permutex2var_epi8(two[0], self.tops, two[1]);
             }
@@ -633,7 +623,7 @@ mod avx512_vbmi {
             let mut maybe_empty = _mm512_cmpeq_epi8_mask(values, _mm512_set1_epi8(-1)) & lanes;
             while candidates != 0 {
                 let h = hashes[candidates.trailing_zeros() as usize];
-                let bin = self.bins.bin(h);
+                let bin = self.base.bins.bin(h);
                 keep_least(out, bin, h as u32);
                 table[bin] = (out[bin] >> 24) as u8;
                 candidates &= candidates - 1;
@@ -641,7 +631,7 @@ mod avx512_vbmi {
             while maybe_empty != 0 {
                 let h = hashes[maybe_empty.trailing_zeros() as usize];
                 if h as u32 == EMPTY {
-                    filled_at_empty.push(self.bins.bin(h));
+                    filled_at_empty.push(self.base.bins.bin(h));
                 }
                 maybe_empty &= maybe_empty - 1;
             }
