@@ -1,4 +1,6 @@
-//! The epochs of a run, shared by its source and its graph.
+//! The epochs of a run, kept by its sources: the graph's input loop reads what is sealed, and
+//! passes each seal and abandonment on as a control record (see `dataflow::control`); no
+//! operator reads the clock.
 //!
 //! A source stamps every event with the open epoch and seals an epoch once all of its events are
 //! sent. Sealing may request a commit (the lake commits exactly at requested epochs, see
@@ -37,13 +39,9 @@ pub struct Snapshot {
     pub last: u64,
 }
 
+/// Every seal and abandonment, in order: what the graph learns as control records.
 #[derive(Debug, Default)]
 struct Log {
-    /// Requested commit epochs, increasing.
-    commits: Vec<u64>,
-    /// Ended snapshots, by increasing `last`.
-    snapshots: Vec<Snapshot>,
-    /// Every seal and abandonment, in order: what the graph learns as control records.
     controls: Vec<Control>,
 }
 
@@ -62,8 +60,6 @@ pub struct EpochClock {
     log: Mutex<Log>,
     /// While set, epochs are not rolled by age (an archive is being read: it commits whole).
     hold_rolls: AtomicBool,
-    /// The first abandoned epoch: this and every later one is never committed.
-    abandoned_from: AtomicU64,
     /// Inline bytes sent and not yet released by the kernel stage; None once the graph is gone.
     inline: Mutex<Option<u64>>,
     inline_released: Condvar,
@@ -86,7 +82,6 @@ impl EpochClock {
             start: Instant::now(),
             log: Mutex::new(Log::default()),
             hold_rolls: AtomicBool::new(false),
-            abandoned_from: AtomicU64::new(u64::MAX),
             inline: Mutex::new(Some(0)),
             inline_released: Condvar::new(),
             stop: OnceLock::new(),
@@ -115,15 +110,7 @@ impl EpochClock {
     /// next opened.
     pub fn abandon_from(&self, from: u64) {
         let mut log = self.log.lock().expect("clock lock");
-        self.abandoned_from.fetch_min(from, Ordering::AcqRel);
         log.controls.push(Control::Abandoned { from });
-    }
-
-    /// The last epoch that may be committed.
-    pub fn committable_through(&self) -> u64 {
-        self.abandoned_from
-            .load(Ordering::Acquire)
-            .saturating_sub(1)
     }
 
     /// The bytes `event` carries inline.
@@ -238,16 +225,6 @@ impl EpochClock {
         let epoch = *open;
         {
             let mut log = self.log.lock().expect("clock lock");
-            if commit {
-                log.commits.push(epoch);
-            }
-            for &(source, first) in ended {
-                log.snapshots.push(Snapshot {
-                    source: source.to_string(),
-                    first,
-                    last: epoch,
-                });
-            }
             log.controls.push(Control::Sealed {
                 epoch,
                 commit,
@@ -262,35 +239,27 @@ impl EpochClock {
         epoch
     }
 
-    /// The highest requested commit epoch that is at most `epoch` and not abandoned.
-    pub fn commit_at_or_before(&self, epoch: u64) -> Option<u64> {
-        let epoch = epoch.min(self.committable_through());
-        let log = self.log.lock().expect("clock lock");
-        log.commits.iter().rev().find(|&&c| c <= epoch).copied()
-    }
-
     /// The control records from the `from`-th on: each seal and abandonment, in order.
     pub fn controls_from(&self, from: usize) -> Vec<Control> {
         let log = self.log.lock().expect("clock lock");
         log.controls.get(from..).unwrap_or_default().to_vec()
-    }
-
-    /// The snapshots from the `from`-th on that ended at or before `epoch`.
-    pub fn snapshots_from(&self, from: usize, epoch: u64) -> Vec<Snapshot> {
-        let log = self.log.lock().expect("clock lock");
-        log.snapshots
-            .iter()
-            .skip(from)
-            .take_while(|s| s.last <= epoch)
-            .cloned()
-            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataflow::control::Controls;
     use crate::source::{EntryType, EventKind};
+
+    /// What the clock's records say so far.
+    fn controls(clock: &EpochClock) -> Controls {
+        let mut controls = Controls::default();
+        for control in clock.controls_from(0) {
+            controls.record(control);
+        }
+        controls
+    }
 
     fn event() -> FileEvent {
         FileEvent {
@@ -315,15 +284,17 @@ mod tests {
         assert_eq!(clock.seal(true, &[("s", 3)]), 4);
         let epochs: Vec<u64> = rx.try_iter().map(|e| e.epoch).collect();
         assert_eq!(epochs, [3, 4]);
-        assert_eq!(clock.commit_at_or_before(3), None);
-        assert_eq!(clock.commit_at_or_before(9), Some(4));
+        let said = controls(&clock);
+        assert_eq!(said.commit_at_or_before(3), None);
+        assert_eq!(said.commit_at_or_before(9), Some(4));
         let snapshot = Snapshot {
             source: "s".into(),
             first: 3,
             last: 4,
         };
-        assert_eq!(clock.snapshots_from(0, 4), [snapshot]);
-        assert!(clock.snapshots_from(1, 9).is_empty());
+        assert_eq!(said.snapshots_from(0, 4), [snapshot]);
+        assert!(said.snapshots_from(1, 9).is_empty());
+        assert_eq!(clock.controls_from(2), [], "one record per seal");
     }
 
     #[test]
@@ -338,8 +309,9 @@ mod tests {
         assert_eq!(clock.seal(true, &[]), 1);
         assert_eq!(clock.seal(true, &[]), 2);
         clock.abandon_from(2);
-        assert_eq!(clock.committable_through(), 1);
-        assert_eq!(clock.commit_at_or_before(9), Some(1));
+        let said = controls(&clock);
+        assert_eq!(said.committable_through(), 1);
+        assert_eq!(said.commit_at_or_before(9), Some(1));
     }
 
     #[test]
@@ -371,7 +343,8 @@ mod tests {
         clock.send(&tx, event()).unwrap();
         let epochs: Vec<u64> = rx.try_iter().map(|e| e.epoch).collect();
         assert_eq!(epochs, [2, 3]);
-        assert_eq!(clock.commit_at_or_before(1), Some(1));
-        assert_eq!(clock.commit_at_or_before(9), Some(2));
+        let said = controls(&clock);
+        assert_eq!(said.commit_at_or_before(1), Some(1));
+        assert_eq!(said.commit_at_or_before(9), Some(2));
     }
 }

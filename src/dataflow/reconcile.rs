@@ -61,7 +61,7 @@ pub fn reconcile<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
     controls: StreamVec<'scope, u64, Control>,
     restored: Vec<KnownPath>,
-) -> StreamVec<'scope, u64, (u128, FileVersion)> {
+) -> StreamVec<'scope, u64, Reconciled> {
     let mut parts = versions.partition(2, |version| (u64::from(unlisted_dir(&version)), version));
     let (unlisted, versions) = (
         parts.pop().expect("two parts"),
@@ -75,7 +75,7 @@ pub fn reconcile<'scope>(
         .broadcast();
     // The unlisted directory is a version too (an `unreadable` row): it goes on to its owner.
     let versions = versions.concat(unlisted);
-    versions.binary_frontier::<_, CapacityContainerBuilder<Vec<(u128, FileVersion)>>, _, _, _, _>(
+    versions.binary_frontier::<_, CapacityContainerBuilder<Vec<Reconciled>>, _, _, _, _>(
         broadcast,
         Pipeline,
         Pipeline,
@@ -90,20 +90,31 @@ pub fn reconcile<'scope>(
                     let at = *time.least().expect("a message has a time");
                     state.stash.entry(at).or_default().append(data);
                 });
+                let mut controls = Vec::new();
                 holes.for_each(|time, data| {
-                    let epoch = epoch_of(*time.least().expect("a message has a time"));
+                    let at = *time.least().expect("a message has a time");
                     for broadcast in data.drain(..) {
                         match broadcast {
                             Notice::Hole(source, prefix) => {
-                                state.holes.push((epoch, source, prefix))
+                                state.holes.push((epoch_of(at), source, prefix))
                             }
-                            Notice::Control(control) => state.controls.record(control),
+                            Notice::Control(control) => {
+                                state.controls.record(control.clone());
+                                controls.push((at, control));
+                            }
                         }
                     }
                 });
                 let Some(cap) = capability.as_mut() else {
                     return;
                 };
+                // The control records go on ahead of every change released from here on: the
+                // lake writer learns of a commit before the changes of the epochs after it.
+                for (at, control) in controls {
+                    output
+                        .session(&cap.delayed(&at))
+                        .give(Reconciled::Control(control));
+                }
                 // A time is complete once both inputs are past it: a snapshot closes only when
                 // its end and every unlisted directory of it have arrived.
                 let frontier = [frontier.frontier(), holes_frontier.frontier()]
@@ -151,7 +162,7 @@ fn close_snapshots(state: &mut State, cap: &Capability<u64>, output: &mut Output
         let at = cap.delayed(&epoch_end(snapshot.last));
         let mut session = output.session(&at);
         for delete in state.close(&snapshot) {
-            session.give(delete);
+            session.give(Reconciled::Change(delete.0, delete.1));
         }
     }
 }
@@ -191,6 +202,15 @@ struct State {
     snapshots_done: usize,
 }
 
+/// What reconcile passes on to the lake writer, in the order it learned of it.
+#[derive(Debug, Clone)]
+pub enum Reconciled {
+    /// A change to a path, with the path's id.
+    Change(u128, FileVersion),
+    /// A control record, passed on before any change released after it arrived.
+    Control(Control),
+}
+
 /// What every worker's reconcile learns: an unlisted directory, or a control record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Notice {
@@ -199,7 +219,7 @@ enum Notice {
 }
 
 /// Reconcile's output.
-type Output<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<(u128, FileVersion)>>>;
+type Output<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Reconciled>>>;
 
 impl State {
     /// The state of a worker whose share of the lake's tracked paths is `restored`.
@@ -235,8 +255,8 @@ impl State {
             let at = cap.delayed(&at);
             let mut session = output.session(&at);
             for version in versions {
-                if let Some(change) = self.observe(version) {
-                    session.give(change);
+                if let Some((id, change)) = self.observe(version) {
+                    session.give(Reconciled::Change(id, change));
                 }
             }
         }

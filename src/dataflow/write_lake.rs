@@ -11,12 +11,12 @@ use timely::dataflow::channels::pact::Pipeline as PipelinePact;
 use timely::dataflow::operators::{Capability, Operator};
 
 use super::Shared;
+use super::control::Controls;
+use super::reconcile::Reconciled;
 use super::stats::{DirKeys, Tracked};
 use super::time::epoch_of;
-use crate::epochs::EpochClock;
 use crate::progress::ErrorKind;
 use crate::sink::{LakeWriter, SinkError};
-use crate::version::FileVersion;
 
 /// What the lake-writing operator holds.
 pub(super) struct LakeSink {
@@ -30,12 +30,13 @@ pub(super) struct LakeSink {
 /// Versions -> the worker's part files, and -> upserts keyed by path id, at the time they travel
 /// at, for the current-versions arrangement (so that no version is copied for two consumers).
 ///
-/// Parts are closed at the commit epochs the clock requests: before the first row of a later
+/// Parts are closed at the commit epochs the control records request (reconcile passes them on
+/// ahead of the changes of later epochs): before the first row of a later
 /// epoch, and when the input frontier passes the commit epoch. The operator holds its capability
 /// until then, so that nothing downstream sees an epoch complete before its parts are closed,
 /// and it keeps it for good after a write failure, so that nothing after it is committed.
 pub(super) fn write_lake<'scope>(
-    versions: StreamVec<'scope, u64, (u128, FileVersion)>,
+    versions: StreamVec<'scope, u64, Reconciled>,
     sink: LakeSink,
 ) -> StreamVec<'scope, u64, (u128, Option<Tracked>, u64)> {
     versions.unary_frontier::<CapacityContainerBuilder<Vec<(u128, Option<Tracked>, u64)>>, _, _, _>(
@@ -49,7 +50,7 @@ pub(super) fn write_lake<'scope>(
                 restored,
             } = sink;
             let mut dirs = DirKeys::new(shared.plan.dir_depth);
-            let clock = shared.plan.clock.clone();
+            let mut controls = Controls::default();
             let progress = shared.plan.progress.clone();
             let mut restored = Some(restored);
             let mut capability = Some(capability);
@@ -70,8 +71,18 @@ pub(super) fn write_lake<'scope>(
                 input.for_each(|time, data| {
                     let at = *time.least().expect("a message has a time");
                     let epoch = epoch_of(at);
+                    let mut changes = Vec::with_capacity(data.len());
+                    for item in data.drain(..) {
+                        match item {
+                            Reconciled::Change(id, v) => changes.push((id, v)),
+                            Reconciled::Control(control) => controls.record(control),
+                        }
+                    }
+                    if changes.is_empty() {
+                        return;
+                    }
                     if failure.borrow().is_none()
-                        && must_close(&writer, &clock, epoch)
+                        && must_close(&writer, &controls, epoch)
                         && let Err(error) = writer.close_parts()
                     {
                         fail(error);
@@ -79,8 +90,8 @@ pub(super) fn write_lake<'scope>(
                     let mut session = output.session(&time);
                     shared
                         .rows_written
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    for (id, v) in data.drain(..) {
+                        .fetch_add(changes.len() as u64, Ordering::Relaxed);
+                    for (id, v) in changes {
                         session.give((id, Tracked::of(&v, &mut dirs), at));
                         if failure.borrow().is_none() {
                             let (deleted, skip) = (v.deleted, v.skip_reason);
@@ -95,7 +106,7 @@ pub(super) fn write_lake<'scope>(
                     return; // the capability stays where it is
                 }
                 let first = frontier.frontier().first().copied();
-                if let Err(error) = advance(&mut writer, &clock, first, &mut capability) {
+                if let Err(error) = advance(&mut writer, &controls, first, &mut capability) {
                     fail(error);
                 }
             }
@@ -108,7 +119,7 @@ pub(super) fn write_lake<'scope>(
 /// On an error the capability stays where it is.
 fn advance(
     writer: &mut LakeWriter,
-    clock: &EpochClock,
+    controls: &Controls,
     first: Option<u64>,
     capability: &mut Option<Capability<u64>>,
 ) -> Result<(), SinkError> {
@@ -118,7 +129,7 @@ fn advance(
     match first {
         Some(t) => {
             let complete = epoch_of(t).checked_sub(1);
-            if complete.is_some_and(|done| must_close(writer, clock, done + 1)) {
+            if complete.is_some_and(|done| must_close(writer, controls, done + 1)) {
                 writer.close_parts()?;
             }
             if t > *cap.time() {
@@ -135,9 +146,9 @@ fn advance(
 
 /// Whether the open parts must be closed before rows of `epoch`: a commit was requested at or
 /// after their last epoch and before `epoch`.
-fn must_close(writer: &LakeWriter, clock: &EpochClock, epoch: u64) -> bool {
+fn must_close(writer: &LakeWriter, controls: &Controls, epoch: u64) -> bool {
     match writer.open_epochs() {
-        Some((_, last)) if last < epoch => clock
+        Some((_, last)) if last < epoch => controls
             .commit_at_or_before(epoch - 1)
             .is_some_and(|c| c >= last),
         _ => false,
