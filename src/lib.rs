@@ -3,10 +3,11 @@
 //! # Data path
 //!
 //! ```text
-//!  source (walk | archive | watch) --FileEvent--> exchange by hash(source, path)
-//!    --> reader + batcher (one Arrow binary array of contents per batch)
+//!  source (walk | archive | watch) --FileEvent--> reader + batcher, on the worker that took the
+//!    event (one Arrow binary array of contents per batch)
 //!    --> kernel stage (hash, lines, entropy, binary, MinHash; language; rule matches)
-//!    --> FileVersion --> reconcile (only changes; deletes for paths a snapshot lacks)
+//!    --> FileVersion --> exchange by hash(source, path)
+//!    --> reconcile (only changes; deletes for paths a snapshot lacks)
 //!    --> lake writer (Parquet part files per worker and table)
 //!    --> upsert arrangement keyed by path (differential) --> statistics --> stats writer
 //!                                                        \-> near-duplicate clusters --/

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 
 use super::Shared;
@@ -12,16 +12,16 @@ use crate::batch::Batcher;
 use crate::source::FileEvent;
 use crate::version::FileVersion;
 
-/// Events -> versions: each event goes to the worker that owns its path, which reads it into a
-/// batch and runs the kernel stage over the batch. The input loop learns that an event is done
-/// with from this operator's output frontier (see `input::Admitted`).
+/// Events -> versions, on the worker that took the event from the source: a file is read where
+/// its source is, into a batch, and the kernel stage runs over the batch; the versions then go
+/// to the worker that owns their path (see `reconcile`). The input loop learns that an event is
+/// done with from this operator's output frontier (see `input::Admitted`).
 pub(super) fn featurize<'scope>(
     events: StreamVec<'scope, u64, FileEvent>,
     shared: Arc<Shared>,
 ) -> StreamVec<'scope, u64, FileVersion> {
-    let pact = Exchange::new(|event: &FileEvent| event.route());
     events.unary::<CapacityContainerBuilder<Vec<FileVersion>>, _, _, _>(
-        pact,
+        Pipeline,
         "Featurize",
         move |_capability, _info| {
             let plan = &shared.plan;

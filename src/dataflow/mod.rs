@@ -1,5 +1,6 @@
-//! The timely graph: FileEvents -> exchange by hash(path) -> read, batch and kernels on the worker that
-//! owns the path -> only the changes (reconcile) -> the lake writer, and -> the differential
+//! The timely graph: FileEvents -> read, batch and kernels on the worker that took the event ->
+//! versions exchanged by hash(path) -> only the changes (reconcile, on the worker that owns the
+//! path) -> the lake writer, and -> the differential
 //! collection of current versions (upsert by path) -> statistics -> the statistics writer.
 //!
 //! One operator a file: [`featurize`], [`reconcile`], [`write_lake`], the current-versions

@@ -1,15 +1,15 @@
 //! Observed versions per epoch -> only the changes: upserts of new or changed paths and, when a
 //! snapshot of a source ends, deletes of the source's paths that the snapshot no longer has.
 //!
-//! Runs on the worker that owns each path (versions arrive already exchanged by path), so the
-//! state here is this worker's share of the tracked paths: one identity per path.
+//! Versions are exchanged here, from the worker that read the file to the worker that owns its
+//! path, so the state is this worker's share of the tracked paths: one identity per path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::operators::{Capability, Concat, Operator};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::control::{Control, Controls};
 use super::{epoch_end, epoch_of};
 use crate::epochs::Snapshot;
-use crate::source::path_id;
+use crate::source::{path_id, route};
 use crate::version::{FileVersion, SkipReason};
 
 /// (source, path): what a version is a version of.
@@ -75,9 +75,10 @@ pub fn reconcile<'scope>(
         .broadcast();
     // The unlisted directory is a version too (an `unreadable` row): it goes on to its owner.
     let versions = versions.concat(unlisted);
+    let owner = Exchange::new(|version: &FileVersion| route(&version.source, &version.path));
     versions.binary_frontier::<_, CapacityContainerBuilder<Vec<Reconciled>>, _, _, _, _>(
         broadcast,
-        Pipeline,
+        owner,
         Pipeline,
         "Reconcile",
         move |capability, _info| {

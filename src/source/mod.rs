@@ -67,13 +67,6 @@ pub struct FileEvent {
     pub origin: Origin,
 }
 
-impl FileEvent {
-    /// Where this event goes: the worker that owns its path.
-    pub fn route(&self) -> u64 {
-        route(&self.source, &self.path)
-    }
-}
-
 /// The hash that assigns a (source, path) to a worker: the low bits of its [`path_id`].
 pub fn route(source: &str, path: &[u8]) -> u64 {
     path_id(source, path) as u64
