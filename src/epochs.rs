@@ -39,7 +39,7 @@ pub struct Snapshot {
     pub last: u64,
 }
 
-/// Every seal and abandonment, in order: what the graph learns as control records.
+/// Every seal and abandonment not yet taken, in order: what the graph learns as control records.
 #[derive(Debug, Default)]
 struct Log {
     controls: Vec<Control>,
@@ -239,10 +239,10 @@ impl EpochClock {
         epoch
     }
 
-    /// The control records from the `from`-th on: each seal and abandonment, in order.
-    pub fn controls_from(&self, from: usize) -> Vec<Control> {
-        let log = self.log.lock().expect("clock lock");
-        log.controls.get(from..).unwrap_or_default().to_vec()
+    /// Takes the control records logged since the last take: each seal and abandonment, in
+    /// order. The log holds only what was not taken yet, so a long run does not grow it.
+    pub fn take_controls(&self) -> Vec<Control> {
+        std::mem::take(&mut self.log.lock().expect("clock lock").controls)
     }
 }
 
@@ -252,10 +252,10 @@ mod tests {
     use crate::dataflow::control::Controls;
     use crate::source::{EntryType, EventKind};
 
-    /// What the clock's records say so far.
+    /// What the clock's records say, taken.
     fn controls(clock: &EpochClock) -> Controls {
         let mut controls = Controls::default();
-        for control in clock.controls_from(0) {
+        for control in clock.take_controls() {
             controls.record(control);
         }
         controls
@@ -285,6 +285,9 @@ mod tests {
         let epochs: Vec<u64> = rx.try_iter().map(|e| e.epoch).collect();
         assert_eq!(epochs, [3, 4]);
         let said = controls(&clock);
+        assert!(clock.take_controls().is_empty(), "a record is taken once");
+        clock.seal(false, &[]);
+        assert_eq!(clock.take_controls().len(), 1, "one record per seal");
         assert_eq!(said.commit_at_or_before(3), None);
         assert_eq!(said.commit_at_or_before(9), Some(4));
         let snapshot = Snapshot {
@@ -294,7 +297,6 @@ mod tests {
         };
         assert_eq!(said.snapshots_from(0, 4), [snapshot]);
         assert!(said.snapshots_from(1, 9).is_empty());
-        assert_eq!(clock.controls_from(2), [], "one record per seal");
     }
 
     #[test]

@@ -113,13 +113,16 @@ pub(super) fn feed(
 /// clock's records, each seal at a time of its epoch.
 pub(super) struct ControlInput {
     handle: InputHandleVec<u64, Control>,
-    /// The clock's records sent so far.
-    sent: usize,
+    /// Records taken from the clock and not sent yet: seals of epochs the input is not past.
+    pending: VecDeque<Control>,
 }
 
 impl ControlInput {
     pub(super) fn new(handle: InputHandleVec<u64, Control>) -> ControlInput {
-        ControlInput { handle, sent: 0 }
+        ControlInput {
+            handle,
+            pending: VecDeque::new(),
+        }
     }
 
     /// Moves to `time`, having sent the records of every epoch before its epoch. The clock has
@@ -136,8 +139,9 @@ impl ControlInput {
 
     /// Sends the clock's new records, up to the seal of `before` (exclusive).
     fn send(&mut self, clock: &EpochClock, before: u64) {
-        for control in clock.controls_from(self.sent) {
-            if let Control::Sealed { epoch, .. } = &control {
+        self.pending.extend(clock.take_controls());
+        while let Some(control) = self.pending.front() {
+            if let Control::Sealed { epoch, .. } = control {
                 if *epoch >= before {
                     break;
                 }
@@ -145,8 +149,8 @@ impl ControlInput {
                     self.handle.advance_to(epoch_start(*epoch));
                 }
             }
+            let control = self.pending.pop_front().expect("a record");
             self.handle.send(control);
-            self.sent += 1;
         }
     }
 
