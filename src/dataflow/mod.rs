@@ -41,8 +41,8 @@ use self::featurize::featurize;
 use self::input::ControlInput;
 pub use self::input::MAX_EVENTS_IN_FLIGHT;
 use self::near_dup::near_duplicates;
-use self::reconcile::{Identity, KnownPath, reconcile};
-use self::stats::{DirKeys, Tracked, all_stats};
+use self::reconcile::reconcile;
+use self::stats::{Tracked, all_stats};
 pub use self::time::{epoch_end, epoch_of, epoch_start};
 use self::upsert::arrange_upserts;
 use self::write_lake::{LakeSink, write_lake};
@@ -57,7 +57,7 @@ use crate::sink::compact::AutoCompact;
 use crate::sink::restore::LakeState;
 use crate::sink::stats::StatsWriter;
 use crate::sink::{LakeWriter, SinkError, SinkReport};
-use crate::source::{FileEvent, path_id, route};
+use crate::source::FileEvent;
 use crate::version::FileVersion;
 
 /// Events buffered between a source and the workers: when full, the source waits.
@@ -101,9 +101,13 @@ pub enum GraphError {
 pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkReport, GraphError> {
     let workers = plan.workers.max(1);
     let (restored_rows, restored_parts) = (plan.restored.rows_read, plan.restored.parts_read);
+    // Any worker may send a restored version: the exchange takes it to its path's owner.
     let mut shares: Vec<Vec<FileVersion>> = (0..workers).map(|_| Vec::new()).collect();
-    for version in std::mem::take(&mut plan.restored.versions) {
-        shares[(route(&version.source, &version.path) % workers as u64) as usize].push(version);
+    for (i, version) in std::mem::take(&mut plan.restored.versions)
+        .into_iter()
+        .enumerate()
+    {
+        shares[i % workers].push(version);
     }
     let shared = Arc::new(Shared {
         plan,
@@ -145,7 +149,7 @@ struct Shared {
     plan: GraphPlan,
     /// Set when a worker failed: the others stop, and nothing more is committed.
     abort: AtomicBool,
-    /// Each worker's share of the restored versions, taken when its graph is built.
+    /// Each of this process's workers' share of the restored versions, which it sends.
     restored: Vec<Mutex<Option<Vec<FileVersion>>>>,
     restored_rows: u64,
     restored_parts: u64,
@@ -164,12 +168,14 @@ fn run_worker(
     let _abort_on_panic = AbortOnPanic(&shared.abort);
     let Graph {
         mut input,
+        restore,
         control,
         featurized,
         writer,
         committer,
         failure,
     } = build(worker, shared);
+    send_restored(restore, shared, worker.index());
     input::feed(
         worker,
         &mut input,
@@ -218,6 +224,8 @@ fn run_worker(
 /// A worker's graph: its input, and what its operators share with the worker.
 struct Graph {
     input: InputHandleVec<u64, FileEvent>,
+    /// The restored versions' input, at time 0.
+    restore: InputHandleVec<u64, FileVersion>,
     /// The control records' input, on the worker that sends them (the first).
     control: Option<ControlInput>,
     /// The featurize stage's output: the input loop's flow control.
@@ -255,20 +263,20 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
         plan.live.clone(),
     )));
     let failure: Rc<RefCell<Option<SinkError>>> = Rc::new(RefCell::new(None));
-    let (known, tracked) = restored_share(shared, index);
     let mut input = InputHandleVec::<u64, FileEvent>::new();
+    let mut restore = InputHandleVec::<u64, FileVersion>::new();
     let mut control = InputHandleVec::<u64, Control>::new();
     let featurized = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let events = input.to_stream(scope);
         let controls = control.to_stream(scope);
         let observed = featurize(events, shared.clone()).probe_with(&featurized);
-        let changes = reconcile(observed, controls.clone(), known);
+        let restored = restore.to_stream(scope);
+        let changes = reconcile(observed, controls.clone(), restored);
         let sink = LakeSink {
             writer: writer.clone(),
             failure: failure.clone(),
             shared: shared.clone(),
-            restored: tracked,
         };
         let upserts = write_lake(changes, sink);
         // The upserts come from the worker that owns their path: no exchange.
@@ -303,6 +311,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     });
     Graph {
         input,
+        restore,
         // The other workers' control inputs are closed at once.
         control: (index == 0).then(|| ControlInput::new(control)),
         featurized,
@@ -312,29 +321,16 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     }
 }
 
-/// The worker's share of the restored versions, consumed: reconcile keeps their identities, the
-/// arrangement their statistics' view.
-fn restored_share(shared: &Shared, index: usize) -> (Vec<KnownPath>, Vec<(u128, Tracked)>) {
-    let restored = shared.restored[index]
+/// Sends this worker's share of the restored versions at time 0, and closes their input.
+fn send_restored(mut restore: InputHandleVec<u64, FileVersion>, shared: &Shared, index: usize) {
+    let share = shared.restored[index % shared.restored.len()]
         .lock()
         .expect("restored lock")
         .take()
         .unwrap_or_default();
-    let mut dirs = DirKeys::new(shared.plan.dir_depth);
-    let mut known = Vec::with_capacity(restored.len());
-    let mut tracked = Vec::with_capacity(restored.len());
-    for version in restored {
-        let id = path_id(&version.source, &version.path);
-        if let Some(t) = Tracked::of(&version, &mut dirs) {
-            tracked.push((id, t));
-        }
-        known.push(KnownPath {
-            id,
-            identity: Identity::of(&version),
-            key: (version.source, version.path),
-        });
+    for version in share {
+        restore.send(version);
     }
-    (known, tracked)
 }
 
 /// Closes the clock's inline budget when dropped (see [`EpochClock::close_inline`]).

@@ -43,24 +43,21 @@ impl Identity {
     }
 }
 
-/// A tracked path as the lake's committed state has it, for a restarted run.
-#[derive(Debug, Clone)]
-pub struct KnownPath {
-    pub id: u128,
-    pub key: PathKey,
-    pub identity: Identity,
-}
-
 /// Drops versions identical to the path's current one, and adds deletes for the paths of a source
-/// that a complete snapshot of it (see [`Control`]) did not contain. `restored` is this worker's
-/// share of the paths the lake already tracks. Each change leaves with its path id.
+/// that a complete snapshot of it (see [`Control`]) did not contain. Each change leaves with its
+/// path id.
+///
+/// `restored` holds the current versions the lake's last commit has, at time 0 (no source's
+/// epoch is 0): wherever they were read, they reach the worker that owns their path through the
+/// same exchange as the observed versions, become its state, and go on as
+/// [`Reconciled::Restored`].
 ///
 /// A directory the snapshot could not list (see [`unlisted_dir`]) was not seen whole: no path under
 /// it is deleted. Its paths live on every worker, so the directory is broadcast to all of them.
 pub fn reconcile<'scope>(
     versions: StreamVec<'scope, u64, FileVersion>,
     controls: StreamVec<'scope, u64, Control>,
-    restored: Vec<KnownPath>,
+    restored: StreamVec<'scope, u64, FileVersion>,
 ) -> StreamVec<'scope, u64, Reconciled> {
     let mut parts = versions.partition(2, |version| (u64::from(unlisted_dir(&version)), version));
     let (unlisted, versions) = (
@@ -74,7 +71,7 @@ pub fn reconcile<'scope>(
         .concat(controls.map(Notice::Control))
         .broadcast();
     // The unlisted directory is a version too (an `unreadable` row): it goes on to its owner.
-    let versions = versions.concat(unlisted);
+    let versions = versions.concat(unlisted).concat(restored);
     let owner = Exchange::new(|version: &FileVersion| route(&version.source, &version.path));
     versions.binary_frontier::<_, CapacityContainerBuilder<Vec<Reconciled>>, _, _, _, _>(
         broadcast,
@@ -82,7 +79,7 @@ pub fn reconcile<'scope>(
         Pipeline,
         "Reconcile",
         move |capability, _info| {
-            let mut state = State::restored(restored);
+            let mut state = State::default();
             let mut capability = Some(capability);
             move |(input, frontier), (holes, holes_frontier), output| {
                 // Versions are taken in time order, once their time is complete: arrival order
@@ -188,6 +185,7 @@ impl std::hash::Hasher for PathIdHasher {
 
 type PathIdMap<V> = HashMap<u128, V, BuildHasherDefault<PathIdHasher>>;
 
+#[derive(Default)]
 struct State {
     /// Per tracked path: its identity, its (source, path) for the delete it may need, and the
     /// last epoch it was seen in (0: restored, not seen yet).
@@ -210,6 +208,8 @@ pub enum Reconciled {
     Change(u128, FileVersion),
     /// A control record, passed on before any change released after it arrived.
     Control(Control),
+    /// A current version of the lake's last commit, with its path's id: already in the lake.
+    Restored(u128, FileVersion),
 }
 
 /// What every worker's reconcile learns: an unlisted directory, or a control record.
@@ -223,22 +223,6 @@ enum Notice {
 type Output<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Reconciled>>>;
 
 impl State {
-    /// The state of a worker whose share of the lake's tracked paths is `restored`.
-    fn restored(restored: Vec<KnownPath>) -> State {
-        let mut known = PathIdMap::default();
-        known.reserve(restored.len());
-        for path in restored {
-            known.insert(path.id, (path.identity, path.key, 0));
-        }
-        State {
-            known,
-            stash: BTreeMap::new(),
-            holes: Vec::new(),
-            controls: Controls::default(),
-            snapshots_done: 0,
-        }
-    }
-
     /// Gives the changes of the stashed versions whose time is complete (before `frontier`;
     /// every time when there is none), in time order, each epoch's closed snapshots' deletes
     /// first, and then the deletes of the snapshots that ended before the frontier.
@@ -249,6 +233,10 @@ impl State {
                 break;
             }
             let versions = entry.remove();
+            if at == 0 {
+                self.restore(versions, cap, output);
+                continue;
+            }
             // Snapshots that ended before this epoch are complete: their deletes come first.
             if epoch_of(at) > 0 {
                 close_snapshots(self, cap, output, epoch_of(at) - 1);
@@ -271,6 +259,24 @@ impl State {
 }
 
 impl State {
+    /// Takes the restored versions as tracked paths not seen yet (epoch 0), and passes them on.
+    fn restore(
+        &mut self,
+        versions: Vec<FileVersion>,
+        cap: &Capability<u64>,
+        output: &mut Output<'_>,
+    ) {
+        self.known.reserve(versions.len());
+        let at = cap.delayed(&0);
+        let mut session = output.session(&at);
+        for version in versions {
+            let id = path_id(&version.source, &version.path);
+            let key = (version.source.clone(), version.path.clone());
+            self.known.insert(id, (Identity::of(&version), key, 0));
+            session.give(Reconciled::Restored(id, version));
+        }
+    }
+
     /// Records a version; returns it, with its path id, when it is a change.
     fn observe(&mut self, version: FileVersion) -> Option<(u128, FileVersion)> {
         let id = path_id(&version.source, &version.path);
@@ -346,13 +352,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_deletes_nothing_under_a_directory_it_could_not_list() {
-        let mut state = State {
-            known: PathIdMap::default(),
-            stash: BTreeMap::new(),
-            holes: Vec::new(),
-            controls: Controls::default(),
-            snapshots_done: 0,
-        };
+        let mut state = State::default();
         for path in [
             "keep",
             "sub/a",

@@ -23,8 +23,6 @@ pub(super) struct LakeSink {
     pub(super) writer: Rc<RefCell<LakeWriter>>,
     pub(super) failure: Rc<RefCell<Option<SinkError>>>,
     pub(super) shared: Arc<Shared>,
-    /// The restored current versions, sent to the arrangement at time 0 and not written again.
-    pub(super) restored: Vec<(u128, Tracked)>,
 }
 
 /// Versions -> the worker's part files, and -> upserts keyed by path id, at the time they travel
@@ -47,20 +45,12 @@ pub(super) fn write_lake<'scope>(
                 writer,
                 failure,
                 shared,
-                restored,
             } = sink;
             let mut dirs = DirKeys::new(shared.plan.dir_depth);
             let mut controls = Controls::default();
             let progress = shared.plan.progress.clone();
-            let mut restored = Some(restored);
             let mut capability = Some(capability);
             move |(input, frontier), output| {
-                if let (Some(cap), Some(restored)) = (capability.as_ref(), restored.take()) {
-                    let mut session = output.session(cap);
-                    for (id, tracked) in restored {
-                        session.give((id, Some(tracked), 0));
-                    }
-                }
                 let fail = |error: SinkError| {
                     tracing::error!(error = %error, "lake write failed");
                     progress.error(ErrorKind::LakeWrite);
@@ -72,11 +62,21 @@ pub(super) fn write_lake<'scope>(
                     let at = *time.least().expect("a message has a time");
                     let epoch = epoch_of(at);
                     let mut changes = Vec::with_capacity(data.len());
+                    let mut restored = Vec::new();
                     for item in data.drain(..) {
                         match item {
                             Reconciled::Change(id, v) => changes.push((id, v)),
                             Reconciled::Control(control) => controls.record(control),
+                            Reconciled::Restored(id, v) => {
+                                if let Some(tracked) = Tracked::of(&v, &mut dirs) {
+                                    restored.push((id, Some(tracked), at));
+                                }
+                            }
                         }
+                    }
+                    // Restored versions are in the lake already: only the arrangement takes them.
+                    if !restored.is_empty() {
+                        output.session(&time).give_container(&mut restored);
                     }
                     if changes.is_empty() {
                         return;
