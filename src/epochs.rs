@@ -239,6 +239,30 @@ impl EpochClock {
         epoch
     }
 
+    /// Seals every epoch through `epoch` when the open epoch has no event and no archive holds
+    /// it, so that a process whose sources are quiet follows the epochs its peers seal (a commit
+    /// waits for every process to be past its epoch). The epochs skipped are empty here: they
+    /// need no record. Returns whether the clock moved.
+    pub fn catch_up(&self, epoch: u64) -> bool {
+        if epoch < self.open() || self.hold_rolls.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut open = self.open.write().expect("clock lock");
+        // Under the write lock no event is being stamped: one stamped before has raised
+        // `last_stamped` to the open epoch.
+        if epoch < *open
+            || self.last_stamped.load(Ordering::Acquire) >= *open
+            || self.hold_rolls.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        let now = self.start.elapsed().as_micros() as u64;
+        self.opened_us.store(now, Ordering::Release);
+        self.sealed.store(epoch, Ordering::Release);
+        *open = epoch + 1;
+        true
+    }
+
     /// Takes the control records logged since the last take: each seal and abandonment, in
     /// order. The log holds only what was not taken yet, so a long run does not grow it.
     pub fn take_controls(&self) -> Vec<Control> {
@@ -314,6 +338,30 @@ mod tests {
         let said = controls(&clock);
         assert_eq!(said.committable_through(), 1);
         assert_eq!(said.commit_at_or_before(9), Some(1));
+    }
+
+    #[test]
+    fn a_quiet_clock_catches_up_and_a_busy_or_held_one_does_not() {
+        let clock = EpochClock::new(3, None);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        assert!(clock.catch_up(7));
+        assert_eq!((clock.sealed(), clock.open()), (7, 8));
+        assert!(!clock.catch_up(5), "never back");
+        clock.send(&tx, event()).unwrap();
+        assert!(!clock.catch_up(12), "epoch 8 has an event");
+        assert_eq!(clock.seal(false, &[]), 8);
+        clock.hold_rolls(true);
+        assert!(!clock.catch_up(12), "an archive holds epoch 9");
+        clock.hold_rolls(false);
+        assert!(clock.catch_up(12));
+        clock.send(&tx, event()).unwrap();
+        let epochs: Vec<u64> = rx.try_iter().map(|e| e.epoch).collect();
+        assert_eq!(epochs, [8, 13]);
+        assert_eq!(
+            clock.take_controls().len(),
+            1,
+            "only the real seal is recorded"
+        );
     }
 
     #[test]

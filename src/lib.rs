@@ -54,6 +54,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod cluster;
 pub mod dataflow;
 pub mod epochs;
 pub mod kernels;

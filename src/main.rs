@@ -170,9 +170,77 @@ struct RunArgs {
     /// else the CPU), cpu, or cuda (refused where CUDA cannot start). The rows are the same.
     #[arg(long, value_name = "DEVICE", default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(exoflow::kernels::device::DEVICE_NAMES))]
     device: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Running as one of several processes that form one dataflow.
+#[derive(Debug, clap::Args)]
+#[group(requires_all = ["processes", "process", "hostfile"], multiple = true)]
+struct ClusterArgs {
+    /// Run as one of P processes (1 to 1024) that form one dataflow over TCP, each reading its
+    /// own sources into the one lake given by --out, which every process must see. Every process
+    /// gets the same --processes, --hostfile, --workers and pipeline, and its own --process;
+    /// process 0 holds the lake's lock and writes the commit records (and serves --http).
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    processes: Option<u16>,
+    /// This process's index in the hostfile, from 0 to P-1.
+    #[arg(long, value_name = "I")]
+    process: Option<usize>,
+    /// One host:port per line, line I being the address process I listens on; the same file
+    /// for every process.
+    #[arg(long, value_name = "FILE")]
+    hostfile: Option<PathBuf>,
+    /// How long a process waits for every other to connect, from 1s to 1day.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_connect_timeout)]
+    connect_timeout: Duration,
+}
+
+impl ClusterArgs {
+    /// The cluster this process is part of, or None; a bad hostfile is a usage error.
+    fn spec(&self) -> Result<Option<exoflow::cluster::ClusterSpec>, ExitCode> {
+        let (Some(processes), Some(process), Some(hostfile)) =
+            (self.processes, self.process, &self.hostfile)
+        else {
+            return Ok(None);
+        };
+        exoflow::cluster::ClusterSpec::from_hostfile(
+            usize::from(processes),
+            process,
+            hostfile,
+            self.connect_timeout,
+        )
+        .map(Some)
+        .map_err(|e| fail(&anyhow::Error::new(e), 2))
+    }
+}
+
+fn parse_connect_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(1) || duration > Duration::from_secs(86_400) {
+        return Err(format!("{text} is not between 1s and 1day"));
+    }
+    Ok(duration)
 }
 
 impl RunArgs {
+    /// The cluster, if any; only its first process serves HTTP (it alone has the live state).
+    fn cluster(&self, http: &HttpArgs) -> Result<Option<exoflow::cluster::ClusterSpec>, ExitCode> {
+        let spec = self.cluster.spec()?;
+        if let Some(spec) = spec.as_ref().filter(|s| !s.is_first())
+            && let Some(addr) = http.http
+        {
+            return Err(fail(
+                &anyhow::anyhow!(
+                    "--http {addr}: process {} of a cluster serves nothing; give --http to process 0",
+                    spec.process
+                ),
+                2,
+            ));
+        }
+        Ok(spec)
+    }
+
     /// The pipeline file, or the default pack; a bad file is a usage error.
     fn pipeline(&self) -> Result<Pipeline, ExitCode> {
         match &self.pipeline {
@@ -416,6 +484,10 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         Ok(device) => device,
         Err(code) => return code,
     };
+    let cluster = match args.run.cluster(&args.http) {
+        Ok(cluster) => cluster,
+        Err(code) => return code,
+    };
     let rules = exoflow::api::RuleInfo::of(&pipeline.rules);
     let server = match start_server(&args.http, &args.run.out, rules) {
         Ok(server) => server,
@@ -442,6 +514,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
         checkpoint_rows: args.run.checkpoint_rows,
         auto_compact: args.run.auto_compact(),
         live: server.as_ref().map(|(_, live)| live.clone()),
+        cluster,
     };
     eprintln!("watching; Ctrl-C or SIGTERM stops, commits and prints the summary");
     match exoflow::watch::run(config, stop) {
@@ -450,6 +523,10 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(exoflow::watch::WatchError::Lake(e)) => {
+            let code = if e.is_usage() { 2 } else { 1 };
+            fail(&anyhow::Error::new(e), code)
+        }
+        Err(exoflow::watch::WatchError::Cluster(e)) => {
             let code = if e.is_usage() { 2 } else { 1 };
             fail(&anyhow::Error::new(e), code)
         }
@@ -584,6 +661,10 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         Ok(device) => device,
         Err(code) => return code,
     };
+    let cluster = match args.run.cluster(&args.http) {
+        Ok(cluster) => cluster,
+        Err(code) => return code,
+    };
     let rules = exoflow::api::RuleInfo::of(&pipeline.rules);
     let server = match start_server(&args.http, &args.run.out, rules) {
         Ok(server) => server,
@@ -609,6 +690,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         auto_compact,
         stop: Some(stop.clone()),
         live: server.as_ref().map(|(_, live)| live.clone()),
+        cluster,
     };
     match replay(options) {
         Ok(summary) => {
@@ -640,6 +722,10 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         }
         Err(ReplayError::Input(e)) => fail(&anyhow::Error::new(e), 2),
         Err(ReplayError::Lake(e)) => {
+            let code = if e.is_usage() { 2 } else { 1 };
+            fail(&anyhow::Error::new(e), code)
+        }
+        Err(ReplayError::Cluster(e)) => {
             let code = if e.is_usage() { 2 } else { 1 };
             fail(&anyhow::Error::new(e), code)
         }

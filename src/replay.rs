@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::api::live::Live;
+use crate::cluster::{self, ClusterError, ClusterSpec};
 use crate::dataflow::commit::ReplayPlan;
 use crate::dataflow::{self, GraphError, GraphPlan};
 use crate::epochs::EpochClock;
@@ -50,6 +51,8 @@ pub struct ReplayOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Where the live statistics and the run's counters are published for a server.
     pub live: Option<Arc<Live>>,
+    /// This process's place in a cluster of processes that run one dataflow; None: alone.
+    pub cluster: Option<ClusterSpec>,
 }
 
 /// Why a replay could not run at all.
@@ -61,6 +64,9 @@ pub enum ReplayError {
     /// The lake cannot be opened for this run: nothing was done.
     #[error(transparent)]
     Lake(LakeError),
+    /// The cluster could not form: nothing was done.
+    #[error(transparent)]
+    Cluster(ClusterError),
     #[error(transparent)]
     Graph(#[from] GraphError),
 }
@@ -95,6 +101,9 @@ pub struct ReplaySummary {
     pub snapshots: usize,
     /// The near-duplicate line, when the pipeline finds them.
     pub near_duplicates: Option<String>,
+    /// (this process, processes) of a cluster: the files read are this process's, the rows
+    /// written those of the paths its workers own.
+    pub cluster: Option<(usize, usize)>,
 }
 
 /// How the source thread ended.
@@ -148,8 +157,19 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .source
         .clone()
         .unwrap_or_else(|| default_source_name(first_path));
+    let peer = options.cluster.as_ref().is_some_and(|c| !c.is_first());
     let (lake, restored) =
-        open_for_run(&options.lake, &options.pipeline).map_err(ReplayError::Lake)?;
+        open_for_run(&options.lake, &options.pipeline, peer).map_err(ReplayError::Lake)?;
+    let workers = options.workers.max(1);
+    let cluster = cluster::join(
+        options.cluster.clone(),
+        "replay",
+        workers,
+        &options.pipeline,
+        &lake,
+        vec![source.clone()],
+    )
+    .map_err(ReplayError::Cluster)?;
     let (restored_paths, restored_rows) = (restored.versions.len(), restored.rows_read);
     let given: Vec<String> = options
         .paths
@@ -168,7 +188,6 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     if let Some(stop) = &options.stop {
         clock.stop_on(stop.clone());
     }
-    let workers = options.workers.max(1);
     let progress = match &options.live {
         Some(live) => live.progress.clone(),
         None => Arc::new(Progress::default()),
@@ -255,6 +274,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         progress: progress.clone(),
         latency: None,
         live: options.live.clone(),
+        cluster,
     };
     let kernels = options.device.description();
     let graph = dataflow::run(plan, receiver);
@@ -290,6 +310,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         resumed_after,
         snapshots,
         near_duplicates,
+        cluster: options.cluster.as_ref().map(|c| (c.process, c.processes())),
     })
 }
 
@@ -298,6 +319,12 @@ impl fmt::Display for ReplaySummary {
         let r = &self.report;
         let secs = self.elapsed.as_secs_f64().max(1e-6);
         let snapshots = self.snapshots;
+        if let Some((process, processes)) = self.cluster {
+            writeln!(
+                f,
+                "process {process} of a cluster of {processes}: files read from this process's source; rows written for the paths its workers own"
+            )?;
+        }
         writeln!(
             f,
             "replayed {} snapshot{} of '{}': {} files, {} in {:.2} s ({:.0} files/s, {:.1} MB/s), {} workers",
@@ -332,15 +359,26 @@ impl fmt::Display for ReplaySummary {
                 self.restored_paths, self.restored_rows
             )?;
         }
-        writeln!(
-            f,
-            "changes: {} upserts, {} deletes, {} unchanged, epochs {}..={}",
-            r.files,
-            r.deleted,
-            self.observed_files.saturating_sub(r.files),
-            self.epochs.start(),
-            self.epochs.end(),
-        )?;
+        match self.cluster {
+            // What this process read and what it wrote are different paths.
+            Some(_) => writeln!(
+                f,
+                "changes: {} upserts, {} deletes, epochs {}..={}",
+                r.files,
+                r.deleted,
+                self.epochs.start(),
+                self.epochs.end(),
+            )?,
+            None => writeln!(
+                f,
+                "changes: {} upserts, {} deletes, {} unchanged, epochs {}..={}",
+                r.files,
+                r.deleted,
+                self.observed_files.saturating_sub(r.files),
+                self.epochs.start(),
+                self.epochs.end(),
+            )?,
+        }
         let skipped: Vec<String> = SkipReason::ALL
             .iter()
             .zip(r.skipped)

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::api::live::Live;
+use crate::cluster::{self, ClusterError, ClusterSpec};
 use crate::dataflow::{self, GraphError, GraphPlan};
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
@@ -39,6 +40,8 @@ pub struct WatchRun {
     pub auto_compact: Option<crate::sink::compact::AutoCompact>,
     /// Where the live statistics and the run's counters are published for a server.
     pub live: Option<Arc<Live>>,
+    /// This process's place in a cluster of processes that run one dataflow; None: alone.
+    pub cluster: Option<ClusterSpec>,
 }
 
 /// Why watching failed.
@@ -53,6 +56,9 @@ pub enum WatchError {
     /// The lake cannot be opened for this run: nothing was done.
     #[error(transparent)]
     Lake(LakeError),
+    /// The cluster could not form: nothing was done.
+    #[error(transparent)]
+    Cluster(ClusterError),
     #[error(transparent)]
     Graph(#[from] GraphError),
 }
@@ -80,8 +86,18 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
     for root in &config.roots {
         check_outside_lake(&root.dir, &config.lake).map_err(WatchError::Input)?;
     }
+    let peer = config.cluster.as_ref().is_some_and(|c| !c.is_first());
     let (lake, restored) =
-        open_for_run(&config.lake, &config.pipeline).map_err(WatchError::Lake)?;
+        open_for_run(&config.lake, &config.pipeline, peer).map_err(WatchError::Lake)?;
+    let cluster = cluster::join(
+        config.cluster.clone(),
+        "watch",
+        config.workers.max(1),
+        &config.pipeline,
+        &lake,
+        config.roots.iter().map(|r| r.source.clone()).collect(),
+    )
+    .map_err(WatchError::Cluster)?;
     let restored_paths = restored.versions.len();
     let progress = match &config.live {
         Some(live) => live.progress.clone(),
@@ -121,6 +137,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         progress: progress.clone(),
         latency: Some(latency.clone()),
         live: config.live.clone(),
+        cluster,
     };
     let kernels = config.device.description();
     // The graph runs until the watcher stops (on `stop`, or failing) and hangs up.

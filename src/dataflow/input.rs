@@ -7,6 +7,7 @@
 //! [`EpochClock`]), and this loop releases them with their
 //! events.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,13 +30,25 @@ const EVENTS_PER_TICK: usize = 2048;
 /// A tick that is this old closes when the source has no event ready.
 const TICK_AGE: Duration = Duration::from_millis(20);
 
+/// What the graph tells the input loop.
+pub(super) struct Signals<'a> {
+    /// Probes the featurize stage's output: flow control.
+    pub(super) featurized: &'a ProbeHandle<u64>,
+    /// The highest epoch any process sealed: a quiet clock catches up with it (see
+    /// [`EpochClock::catch_up`]).
+    pub(super) sealed_anywhere: &'a Cell<u64>,
+}
+
 /// Sends `events` into `input` until the source hangs up or a worker fails, stepping the graph
-/// as it goes; `featurized` probes the featurize stage's output.
+/// as it goes.
 pub(super) fn feed(
     worker: &mut timely::worker::Worker,
     input: &mut InputHandleVec<u64, FileEvent>,
     mut control: Option<ControlInput>,
-    featurized: &ProbeHandle<u64>,
+    Signals {
+        featurized,
+        sealed_anywhere,
+    }: Signals<'_>,
     shared: &Shared,
     events: &Receiver<FileEvent>,
     failed: impl Fn() -> bool,
@@ -91,6 +104,11 @@ pub(super) fn feed(
                 }
             }
             Err(TryRecvError::Empty) => {
+                // A quiet clock follows its peers' seals; nothing of its open epoch was sent.
+                let sealed = match plan.clock.catch_up(sealed_anywhere.get()) {
+                    true => plan.clock.sealed(),
+                    false => sealed,
+                };
                 plan.progress.set_queued(0);
                 admitted.report(&plan.progress);
                 tick.close_if_old(input);

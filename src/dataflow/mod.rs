@@ -24,7 +24,7 @@ pub mod upsert;
 mod write_lake;
 mod write_stats;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::Receiver;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::dataflow::channels::pact::Pipeline as PipelinePact;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use self::commit::{CheckpointPolicy, CommitPlan, Committer, ReplayPlan};
@@ -48,6 +49,7 @@ use self::upsert::arrange_upserts;
 use self::write_lake::{LakeSink, write_lake};
 use self::write_stats::write_stats;
 use crate::api::live::Live;
+use crate::cluster::Cluster;
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
 use crate::latency::LatencyRecorder;
@@ -85,6 +87,8 @@ pub struct GraphPlan {
     pub auto_compact: Option<AutoCompact>,
     /// Where the commit coordinator publishes the live statistics, when a server reads them.
     pub live: Option<Arc<Live>>,
+    /// The other processes of the dataflow, connected; None: this process alone.
+    pub cluster: Option<Cluster>,
 }
 
 /// Why a run of the graph failed.
@@ -101,6 +105,7 @@ pub enum GraphError {
 pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkReport, GraphError> {
     let workers = plan.workers.max(1);
     let (restored_rows, restored_parts) = (plan.restored.rows_read, plan.restored.parts_read);
+    let cluster = plan.cluster.take();
     // Any worker may send a restored version: the exchange takes it to its path's owner.
     let mut shares: Vec<Vec<FileVersion>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, version) in std::mem::take(&mut plan.restored.versions)
@@ -117,12 +122,15 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
         restored_parts,
         rows_written: Arc::new(AtomicU64::new(0)),
     });
-    let config = timely::Config::process(workers);
     // However the graph ends, a source waiting for it to take its members must not wait for
     // good.
     let inline_guard = CloseInline(shared.plan.clock.clone());
-    let guards = timely::execute(config, move |worker| run_worker(worker, &shared, &events))
-        .map_err(GraphError::Timely)?;
+    let work = move |worker: &mut timely::worker::Worker| run_worker(worker, &shared, &events);
+    let guards = match cluster {
+        Some(cluster) => cluster.execute(workers, work),
+        None => timely::execute(timely::Config::process(workers), work),
+    }
+    .map_err(GraphError::Timely)?;
     let mut report = SinkReport::default();
     let mut first_error = None;
     let results = guards.join();
@@ -171,6 +179,7 @@ fn run_worker(
         restore,
         control,
         featurized,
+        sealed_anywhere,
         writer,
         committer,
         failure,
@@ -180,7 +189,10 @@ fn run_worker(
         worker,
         &mut input,
         control,
-        &featurized,
+        input::Signals {
+            featurized: &featurized,
+            sealed_anywhere: &sealed_anywhere,
+        },
         shared,
         events,
         || failure.borrow().is_some(),
@@ -230,6 +242,8 @@ struct Graph {
     control: Option<ControlInput>,
     /// The featurize stage's output: the input loop's flow control.
     featurized: ProbeHandle<u64>,
+    /// The highest epoch any process sealed, from the control records.
+    sealed_anywhere: Rc<Cell<u64>>,
     writer: Rc<RefCell<LakeWriter>>,
     committer: Rc<RefCell<Committer>>,
     /// The first write failure of an operator of this worker.
@@ -267,9 +281,17 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     let mut restore = InputHandleVec::<u64, FileVersion>::new();
     let mut control = InputHandleVec::<u64, Control>::new();
     let featurized = ProbeHandle::new();
+    let sealed_anywhere = Rc::new(Cell::new(0));
     worker.dataflow::<u64, _, _>(|scope| {
         let events = input.to_stream(scope);
         let controls = control.to_stream(scope);
+        // Each process's clock learns how far the others' have sealed.
+        let highest = sealed_anywhere.clone();
+        controls.clone().broadcast().inspect(move |control| {
+            if let Control::Sealed { epoch, .. } = control {
+                highest.set(highest.get().max(*epoch));
+            }
+        });
         let observed = featurize(events, shared.clone()).probe_with(&featurized);
         let restored = restore.to_stream(scope);
         let changes = reconcile(observed, controls.clone(), restored);
@@ -312,9 +334,13 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     Graph {
         input,
         restore,
-        // The other workers' control inputs are closed at once.
-        control: (index == 0).then(|| ControlInput::new(control)),
+        // Each process's first worker sends its clock's records; the other workers' control
+        // inputs are closed at once.
+        control: index
+            .is_multiple_of(plan.workers.max(1))
+            .then(|| ControlInput::new(control)),
         featurized,
+        sealed_anywhere,
         writer,
         committer,
         failure,

@@ -99,6 +99,36 @@ impl CommitRecord {
     }
 }
 
+/// The fingerprint and rule ids a run of `pipeline` (None: whatever the lake has) writes with;
+/// refused when the lake's last commit is of another pipeline.
+fn check_pipeline(
+    root: &Path,
+    pipeline: Option<&Pipeline>,
+    head: &Option<CommitRecord>,
+) -> Result<(String, Vec<String>), LakeError> {
+    let (fingerprint, rules) = match (pipeline, head) {
+        (Some(p), _) => (
+            p.fingerprint.clone(),
+            (0..p.rules.len() as u32)
+                .map(|i| p.rules.id(i).to_string())
+                .collect(),
+        ),
+        (None, Some(h)) => (h.pipeline.clone(), h.rules.clone()),
+        (None, None) => (String::new(), Vec::new()),
+    };
+    if let Some(h) = head
+        && h.pipeline != fingerprint
+    {
+        return Err(LakeError::PipelineChanged {
+            path: root.to_path_buf(),
+            lake: h.pipeline.clone(),
+            lake_rules: h.rules.clone(),
+            ours: fingerprint,
+        });
+    }
+    Ok((fingerprint, rules))
+}
+
 /// Why a lake cannot be opened for writing.
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -147,7 +177,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
 #[derive(Debug)]
 pub struct Lake {
     root: PathBuf,
-    _lock: File,
+    /// The lock, held by the process that writes the commit records (none on a cluster's other
+    /// processes, which only add part files).
+    _lock: Option<File>,
     pipeline: String,
     rules: Vec<String>,
     head: Mutex<Option<CommitRecord>>,
@@ -192,29 +224,10 @@ impl Lake {
         lock.set_len(0).map_err(io_error(&lock_path))?;
         write!(lock, "{}", std::process::id()).map_err(io_error(&lock_path))?;
         let head = newest_record(&commits)?;
-        let (fingerprint, rules) = match (pipeline, &head) {
-            (Some(p), _) => (
-                p.fingerprint.clone(),
-                (0..p.rules.len() as u32)
-                    .map(|i| p.rules.id(i).to_string())
-                    .collect(),
-            ),
-            (None, Some(h)) => (h.pipeline.clone(), h.rules.clone()),
-            (None, None) => (String::new(), Vec::new()),
-        };
-        if let Some(h) = &head
-            && h.pipeline != fingerprint
-        {
-            return Err(LakeError::PipelineChanged {
-                path: root.to_path_buf(),
-                lake: h.pipeline.clone(),
-                lake_rules: h.rules.clone(),
-                ours: fingerprint,
-            });
-        }
+        let (fingerprint, rules) = check_pipeline(root, pipeline, &head)?;
         let lake = Lake {
             root: root.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
             pipeline: fingerprint,
             rules,
             head: Mutex::new(head),
@@ -222,6 +235,27 @@ impl Lake {
         };
         lake.remove_uncommitted()?;
         Ok(lake)
+    }
+
+    /// Opens the lake at `root` for a process of a cluster other than the first, which adds
+    /// part files to it and nothing else: it takes no lock and removes nothing (the first
+    /// process does both), and it reads the last commit to check the pipeline and to continue
+    /// from it. A lake that does not exist yet is created by the first process.
+    pub fn open_peer(root: &Path, pipeline: &Pipeline) -> Result<Lake, LakeError> {
+        let commits = root.join(LOG_DIR).join(COMMITS_DIR);
+        let head = match commits.is_dir() {
+            true => newest_record(&commits)?,
+            false => None,
+        };
+        let (pipeline, rules) = check_pipeline(root, Some(pipeline), &head)?;
+        Ok(Lake {
+            root: root.to_path_buf(),
+            _lock: None,
+            pipeline,
+            rules,
+            head: Mutex::new(head),
+            tables: Mutex::new(()),
+        })
     }
 
     pub fn root(&self) -> &Path {

@@ -44,8 +44,20 @@ pub struct StateRange {
 }
 
 /// Opens the lake at `root` for a run of `pipeline` (see [`Lake::open`]) and reads its committed
-/// state.
-pub fn open_for_run(root: &Path, pipeline: &Pipeline) -> Result<(Arc<Lake>, LakeState), LakeError> {
+/// state; as a `peer`, a cluster's process other than the first (see [`Lake::open_peer`]), with
+/// no state.
+pub fn open_for_run(
+    root: &Path,
+    pipeline: &Pipeline,
+    peer: bool,
+) -> Result<(Arc<Lake>, LakeState), LakeError> {
+    if peer {
+        // The first process of the cluster restores the state and sends it to its owners.
+        return Ok((
+            Arc::new(Lake::open_peer(root, pipeline)?),
+            LakeState::default(),
+        ));
+    }
     let started = std::time::Instant::now();
     let lake = Lake::open(root, Some(pipeline))?;
     let range = StateRange {

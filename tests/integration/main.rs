@@ -4,6 +4,7 @@ mod api;
 mod api_files;
 mod api_graphql;
 mod auto_compact;
+mod cluster;
 mod compact;
 mod crash;
 mod cuda;

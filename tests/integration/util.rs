@@ -368,10 +368,24 @@ fn row_field(row: &str, name: &str) -> String {
 
 /// Current versions in a lake: path -> (size, hash, skip_reason), from the latest row per path.
 pub fn current_versions(lake: &Path) -> BTreeMap<String, String> {
+    current_versions_by(lake, |field| field("path"))
+}
+
+/// Current versions in a lake of several sources: "source path" -> (size, hash, skip_reason).
+pub fn current_versions_by_source(lake: &Path) -> BTreeMap<String, String> {
+    current_versions_by(lake, |field| {
+        format!("{} {}", field("source"), field("path"))
+    })
+}
+
+fn current_versions_by(
+    lake: &Path,
+    key: impl Fn(&dyn Fn(&str) -> String) -> String,
+) -> BTreeMap<String, String> {
     let mut latest: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
     for row in rows(lake, "files", &[]) {
         let field = |name: &str| row_field(&row, name);
-        let path = field("path");
+        let path = key(&field);
         let epoch: u64 = field("epoch").parse().unwrap();
         let value = (field("op") == "\"upsert\"").then(|| {
             format!(

@@ -1,0 +1,423 @@
+//! Several processes, one dataflow, on loopback: each process reads its own directory into one
+//! lake, which must equal the lake of one process over the same directories; a lost process
+//! stops the others, and a restart of all continues exactly; a process that runs something else
+//! than its peers is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    current_versions_by_source, exoflow, history_problems, run_ok, s, stats_current, write,
+};
+
+const DEDUPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/dedupe.json");
+
+/// A small tree: code with rule matches, a text shared by every tree (exact duplicates across
+/// processes), and long near-duplicate files.
+fn corpus(dir: &Path, seed: usize, files: usize) {
+    let long: String = (0..120)
+        .map(|i| format!("line {i} of a long file\n"))
+        .collect();
+    for i in 0..files {
+        let content = match i % 4 {
+            0 => format!("// TODO({seed}) item {i}\nfn f{i}() -> u32 {{ {i} }}\n"),
+            1 => format!("# FIXME {}\nprint({seed} * {i})\n", i % 3),
+            2 => "Copyright 2024 The Authors\nSPDX-License-Identifier: MIT\n".to_string(),
+            _ => long.replace(&format!("line {} ", i % 100), &format!("line {seed}x{i} ")),
+        };
+        let ext = ["rs", "py", "txt", "md"][i % 4];
+        write(dir, &format!("sub{}/f{i}.{ext}", i % 3), content);
+    }
+}
+
+/// A hostfile of `processes` free loopback ports.
+fn hostfile(dir: &Path, processes: usize) -> PathBuf {
+    let listeners: Vec<std::net::TcpListener> = (0..processes)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let text: String = listeners
+        .iter()
+        .map(|l| format!("{}\n", l.local_addr().unwrap()))
+        .collect();
+    let path = dir.join(format!("hosts-{}.txt", rand_suffix()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Starts process `process` of the cluster of `hosts` with `args`.
+fn start(hosts: &Path, processes: usize, process: usize, args: &[&str]) -> Child {
+    exoflow()
+        .args(args)
+        .args(["--processes", &processes.to_string()])
+        .args(["--process", &process.to_string(), "--hostfile", s(hosts)])
+        .args(["--connect-timeout", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exoflow starts")
+}
+
+/// Waits for `child` at most `limit`; None if it is still running (it is killed then).
+fn wait_within(mut child: Child, limit: Duration) -> Option<Output> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs one process per entry of `runs` (its arguments) and waits for all; each must succeed.
+fn run_cluster(tmp: &Path, runs: &[Vec<String>]) -> Vec<String> {
+    let hosts = hostfile(tmp, runs.len());
+    let children: Vec<Child> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, args)| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            start(&hosts, runs.len(), i, &args)
+        })
+        .collect();
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(i, child)| {
+            let out = wait_within(child, Duration::from_secs(120))
+                .unwrap_or_else(|| panic!("process {i} did not finish"));
+            assert!(out.status.success(), "process {i}: {}", text(&out));
+            text(&out)
+        })
+        .collect()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+/// The two lakes hold the same current versions and the same statistics.
+fn assert_same_lake(lake: &Path, reference: &Path) {
+    let (ours, theirs) = (
+        current_versions_by_source(lake),
+        current_versions_by_source(reference),
+    );
+    assert!(!ours.is_empty());
+    assert_eq!(ours, theirs, "current versions differ");
+    assert_eq!(
+        stats_current(lake),
+        stats_current(reference),
+        "stats_current differ"
+    );
+    assert_eq!(history_problems(lake), Vec::<String>::new());
+}
+
+/// One process replays each directory in turn into `lake`: the reference.
+fn replay_alone(dirs: &[PathBuf], lake: &Path, pipeline: Option<&str>) {
+    for dir in dirs {
+        let mut list = vec!["replay", s(dir), "--out", s(lake), "--workers", "2"];
+        if let Some(pipeline) = pipeline {
+            list.extend(["--pipeline", pipeline]);
+        }
+        run_ok(&list);
+    }
+}
+
+#[test]
+fn replays_on_two_and_three_processes_equal_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let dir = tmp.path().join(format!("d{i}"));
+            corpus(&dir, i, 40);
+            dir
+        })
+        .collect();
+    for (processes, workers) in [(2, "2"), (3, "1")] {
+        let lake = tmp.path().join(format!("lake{processes}"));
+        let reference = tmp.path().join(format!("reference{processes}"));
+        replay_alone(&dirs[..processes], &reference, Some(DEDUPE));
+        let runs: Vec<Vec<String>> = dirs[..processes]
+            .iter()
+            .map(|dir| {
+                args(&[
+                    "replay",
+                    s(dir),
+                    "--out",
+                    s(&lake),
+                    "--workers",
+                    workers,
+                    "--pipeline",
+                    DEDUPE,
+                ])
+            })
+            .collect();
+        let summaries = run_cluster(tmp.path(), &runs);
+        assert!(
+            summaries[1].contains("process 1 of a cluster of"),
+            "{}",
+            summaries[1]
+        );
+        assert_same_lake(&lake, &reference);
+        if processes == 3 {
+            // Changes, and a restart: the cluster continues from the lake's state, which the
+            // first process restores and sends to each path's owner.
+            write(&dirs[1], "sub0/f0.rs", "// TODO changed\n");
+            std::fs::remove_file(dirs[1].join("sub1/f1.py")).unwrap();
+            write(&dirs[2], "new/added.py", "# HACK added\n");
+            replay_alone(&dirs[1..], &reference, Some(DEDUPE));
+            let restarted = run_cluster(tmp.path(), &runs);
+            assert!(
+                restarted[0].contains("continued from the lake's committed state"),
+                "{}",
+                restarted[0]
+            );
+            assert_same_lake(&lake, &reference);
+        }
+    }
+}
+
+/// Starts a watch of `dir` as process `process`.
+fn watch(hosts: &Path, processes: usize, process: usize, dir: &Path, lake: &Path) -> Child {
+    start(
+        hosts,
+        processes,
+        process,
+        &[
+            "watch",
+            s(dir),
+            "--out",
+            s(lake),
+            "--workers",
+            "1",
+            "--commit-interval",
+            "200ms",
+        ],
+    )
+}
+
+/// SIGTERM to each, and each must stop with success.
+fn stop_all(children: Vec<Child>) -> Vec<String> {
+    for child in &children {
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(i, child)| {
+            let out = wait_within(child, Duration::from_secs(60))
+                .unwrap_or_else(|| panic!("watch {i} did not stop"));
+            assert!(out.status.success(), "watch {i}: {}", text(&out));
+            text(&out)
+        })
+        .collect()
+}
+
+fn change(dir: &Path, round: usize) {
+    write(dir, "sub0/f0.rs", format!("// TODO round {round}\n"));
+    write(
+        dir,
+        &format!("added/r{round}.py"),
+        format!("# XXX {round}\n"),
+    );
+    let _ = std::fs::remove_file(dir.join(format!("sub{}/f{}.py", 1, 1 + 4 * round)));
+}
+
+#[test]
+fn watches_on_two_processes_end_like_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let dir = tmp.path().join(format!("w{i}"));
+            corpus(&dir, i, 24);
+            dir
+        })
+        .collect();
+    let lake = tmp.path().join("lake");
+    let hosts = hostfile(tmp.path(), 2);
+    let children: Vec<Child> = (0..2)
+        .map(|i| watch(&hosts, 2, i, &dirs[i], &lake))
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    for round in 0..3 {
+        // Only one process's directory changes in the first round: the other is quiet, and
+        // its epochs must follow, or nothing would be committed until it had changes too.
+        change(&dirs[0], round);
+        if round == 0 {
+            let started = Instant::now();
+            let committed = |lake: &Path| {
+                let current = current_versions_by_source(lake);
+                current
+                    .get("\"w0\" \"sub0/f0.rs\"")
+                    .is_some_and(|v| v.starts_with("size=16 "))
+            };
+            while !committed(&lake) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "a change of one process is not committed while the other is quiet: {:?}",
+                    current_versions_by_source(&lake).get("\"w0\" \"sub0/f0.rs\"")
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        } else {
+            change(&dirs[1], round);
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop_all(children);
+    let reference = tmp.path().join("reference");
+    replay_alone(&dirs, &reference, None);
+    assert_same_lake(&lake, &reference);
+}
+
+#[test]
+fn a_killed_process_stops_the_others_and_a_restart_of_all_continues_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let dir = tmp.path().join(format!("k{i}"));
+            corpus(&dir, i, 24);
+            dir
+        })
+        .collect();
+    let lake = tmp.path().join("lake");
+    let hosts = hostfile(tmp.path(), 3);
+    let mut children: Vec<Child> = (0..3)
+        .map(|i| watch(&hosts, 3, i, &dirs[i], &lake))
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    for dir in &dirs {
+        change(dir, 0);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = children.remove(1);
+    unsafe { libc::kill(victim.id() as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    let _ = wait_within(victim, Duration::from_secs(10));
+    for (i, child) in [0, 2].into_iter().zip(children) {
+        let out = wait_within(child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("process {i} still runs 30 s after its peer was killed"));
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "process {i}: {said}");
+        assert!(said.contains("lost process 1 ("), "process {i}: {said}");
+        println!(
+            "process {i} exited {:?} after {:.2} s",
+            out.status.code(),
+            killed.elapsed().as_secs_f64()
+        );
+    }
+    // More changes while nothing runs, then all three again.
+    for dir in &dirs {
+        change(dir, 1);
+    }
+    let hosts = hostfile(tmp.path(), 3);
+    let children: Vec<Child> = (0..3)
+        .map(|i| watch(&hosts, 3, i, &dirs[i], &lake))
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    stop_all(children);
+    let reference = tmp.path().join("reference");
+    replay_alone(&dirs, &reference, None);
+    assert_same_lake(&lake, &reference);
+}
+
+#[test]
+fn a_process_unlike_its_peers_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    corpus(&a, 0, 4);
+    corpus(&b, 1, 4);
+    let same_name = tmp.path().join("other").join("a");
+    corpus(&same_name, 2, 4);
+    let lake = tmp.path().join("lake");
+    let replay = |dir: &Path, workers: &str, extra: &[&str]| {
+        let mut list = vec!["replay", s(dir), "--out", s(&lake), "--workers", workers];
+        list.extend_from_slice(extra);
+        args(&list)
+    };
+    let cases: [(Vec<String>, Vec<String>, &str); 3] = [
+        (
+            replay(&a, "1", &[]),
+            replay(&b, "1", &["--pipeline", DEDUPE]),
+            "runs another pipeline",
+        ),
+        (
+            replay(&a, "1", &[]),
+            replay(&same_name, "1", &[]),
+            "source name \"a\"",
+        ),
+        (
+            replay(&a, "1", &[]),
+            replay(&b, "2", &[]),
+            "workers; this process runs",
+        ),
+    ];
+    for (first, second, says) in cases {
+        let hosts = hostfile(tmp.path(), 2);
+        let children = [(0, &first), (1, &second)].map(|(i, run)| {
+            let run: Vec<&str> = run.iter().map(String::as_str).collect();
+            start(&hosts, 2, i, &run)
+        });
+        for (i, child) in children.into_iter().enumerate() {
+            let out = wait_within(child, Duration::from_secs(30)).expect("refused at once");
+            let said = text(&out);
+            assert_eq!(out.status.code(), Some(2), "process {i}: {said}");
+            assert!(said.contains(says), "process {i}: {said}");
+        }
+    }
+    // A hostfile that names another cluster: both refuse at once.
+    let hosts = hostfile(tmp.path(), 2);
+    let other = tmp.path().join("other-hosts.txt");
+    let mut lines = std::fs::read_to_string(&hosts).unwrap();
+    lines.push_str("127.0.0.1:1\n");
+    std::fs::write(&other, lines).unwrap();
+    let run: Vec<&str> = first_args(&a, &lake);
+    let p0 = start(&hosts, 2, 0, &run);
+    let p1 = exoflow()
+        .args(&run)
+        .args([
+            "--processes",
+            "3",
+            "--process",
+            "1",
+            "--hostfile",
+            s(&other),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for (i, child) in [p0, p1].into_iter().enumerate() {
+        let out = wait_within(child, Duration::from_secs(30)).expect("refused at once");
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(2), "process {i}: {said}");
+        assert!(said.contains("has another hostfile"), "process {i}: {said}");
+    }
+    assert!(
+        !lake.join("stats_current.parquet").exists(),
+        "a refused cluster writes nothing"
+    );
+}
+
+fn first_args<'a>(dir: &'a Path, lake: &'a Path) -> Vec<&'a str> {
+    vec!["replay", s(dir), "--out", s(lake), "--workers", "1"]
+}
