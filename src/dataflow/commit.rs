@@ -48,8 +48,6 @@ pub struct CheckpointPolicy {
     pub rows_before: u64,
     /// `files` part files after the last checkpoint that the restore read.
     pub parts_before: u64,
-    /// Part files each commit with rows adds to `files` (one per worker at most).
-    pub parts_per_commit: u64,
 }
 
 /// A checkpoint is also written once this many `files` parts were committed after the last one,
@@ -116,8 +114,6 @@ pub struct CommitPlan {
     pub rules: RuleSet,
     pub replay: Option<ReplayPlan>,
     pub policy: CheckpointPolicy,
-    /// `files` rows written by all workers in this run.
-    pub rows_written: Arc<AtomicU64>,
     /// When to compact in the background; None: never.
     pub auto_compact: Option<AutoCompact>,
 }
@@ -136,9 +132,8 @@ impl Committer {
                 shared_committed: committed.clone(),
                 plan,
                 job: None,
-                rows_at_checkpoint: 0,
-                rows_at_commit: 0,
-                commits_with_rows: 0,
+                rows_since_checkpoint: 0,
+                parts_since_checkpoint: 0,
                 restored: false,
                 compaction: None,
                 live,
@@ -328,11 +323,10 @@ struct LakeCommits {
     /// The checkpoint the head names.
     checkpoint: Option<u64>,
     job: Option<CheckpointJob>,
-    /// `files` rows the lake writers had written when the last checkpoint was started.
-    rows_at_checkpoint: u64,
-    /// ... and at the last commit; commits with rows since the last checkpoint.
-    rows_at_commit: u64,
-    commits_with_rows: u64,
+    /// `files` rows and parts committed since the last checkpoint was started, by every
+    /// process's writers (as the commits published them).
+    rows_since_checkpoint: u64,
+    parts_since_checkpoint: u64,
     /// The restored state was written to `stats_current.parquet`.
     restored: bool,
     /// A compaction running in the background. It and a checkpoint never run at once: a
@@ -450,7 +444,9 @@ impl LakeCommits {
         self.shared_committed.store(epoch, Ordering::Release);
         // The record is durable: the parts it covers become visible to readers, then the
         // statistics that match them.
-        self.plan.lake.publish(epoch)?;
+        let published = self.plan.lake.publish(epoch)?;
+        self.rows_since_checkpoint += published.files_rows;
+        self.parts_since_checkpoint += published.files_parts;
         self.plan.stats.write_current(epoch)?;
         if let Some(live) = &self.live {
             live.advance(epoch, epoch, false);
@@ -538,14 +534,8 @@ impl LakeCommits {
         if self.job.is_some() || self.compaction.is_some() {
             return;
         }
-        let written = self.plan.rows_written.load(Ordering::Relaxed);
-        if written > self.rows_at_commit {
-            self.commits_with_rows += 1;
-            self.rows_at_commit = written;
-        }
-        let rows = self.plan.policy.rows_before + written - self.rows_at_checkpoint;
-        let parts = self.plan.policy.parts_before
-            + self.commits_with_rows * self.plan.policy.parts_per_commit;
+        let rows = self.plan.policy.rows_before + self.rows_since_checkpoint;
+        let parts = self.plan.policy.parts_before + self.parts_since_checkpoint;
         // Twice the tracked paths: a checkpoint then at least halves what a restart reads, and
         // costs O(1) per committed row. (After a first replay, the rows are the state already.)
         let many_rows = rows
@@ -560,8 +550,8 @@ impl LakeCommits {
         }
         self.plan.policy.rows_before = 0;
         self.plan.policy.parts_before = 0;
-        self.commits_with_rows = 0;
-        self.rows_at_checkpoint = written;
+        self.rows_since_checkpoint = 0;
+        self.parts_since_checkpoint = 0;
         let since = rows;
         let root = self.plan.lake.root().to_path_buf();
         let range = StateRange {

@@ -26,7 +26,7 @@ mod write_stats;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Receiver;
@@ -120,7 +120,6 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
         restored: shares.into_iter().map(|s| Mutex::new(Some(s))).collect(),
         restored_rows,
         restored_parts,
-        rows_written: Arc::new(AtomicU64::new(0)),
     });
     // However the graph ends, a source waiting for it to take its members must not wait for
     // good.
@@ -161,8 +160,6 @@ struct Shared {
     restored: Vec<Mutex<Option<Vec<FileVersion>>>>,
     restored_rows: u64,
     restored_parts: u64,
-    /// `files` rows written by all workers in this run.
-    rows_written: Arc<AtomicU64>,
 }
 
 /// One worker: builds its graph, feeds it the events it takes from the source, then runs it to
@@ -266,9 +263,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
             min_rows: plan.checkpoint_rows,
             rows_before: shared.restored_rows,
             parts_before: shared.restored_parts,
-            parts_per_commit: plan.workers.max(1) as u64,
         },
-        rows_written: shared.rows_written.clone(),
         auto_compact: plan.auto_compact,
     };
     let committer = Rc::new(RefCell::new(Committer::new(

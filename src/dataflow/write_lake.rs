@@ -88,9 +88,6 @@ pub(super) fn write_lake<'scope>(
                         fail(error);
                     }
                     let mut session = output.session(&time);
-                    shared
-                        .rows_written
-                        .fetch_add(changes.len() as u64, Ordering::Relaxed);
                     for (id, v) in changes {
                         session.give((id, Tracked::of(&v, &mut dirs), at));
                         if failure.borrow().is_none() {

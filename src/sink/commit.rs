@@ -129,6 +129,28 @@ fn check_pipeline(
     Ok((fingerprint, rules))
 }
 
+/// What a publication moved into the tables: whichever process wrote them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Part files, of every table.
+    pub parts: usize,
+    /// `files` part files, and their rows.
+    pub files_parts: u64,
+    pub files_rows: u64,
+}
+
+/// The rows of the Parquet file at `path`, from its footer.
+fn rows_of(path: &Path) -> Result<u64, SinkError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(file).map_err(|e| SinkError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    use parquet::file::reader::FileReader;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
 /// Why a lake cannot be opened for writing.
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -332,9 +354,9 @@ impl Lake {
 
     /// Moves the pending parts whose epochs are all at most `epoch` into their table directories,
     /// durably; `epoch` must be committed. Returns how many moved.
-    pub fn publish(&self, epoch: u64) -> Result<usize, SinkError> {
+    pub fn publish(&self, epoch: u64) -> Result<Published, SinkError> {
         self.with_tables_locked(|| {
-            let mut moved = 0;
+            let mut published = Published::default();
             for table in PART_TABLES {
                 let (pending, ready) = self.pending_through(table, epoch)?;
                 if ready.is_empty() {
@@ -344,13 +366,19 @@ impl Lake {
                 std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
                 for name in &ready {
                     let target = dir.join(name);
+                    if table == "files" {
+                        published.files_rows += rows_of(&pending.join(name))?;
+                    }
                     std::fs::rename(pending.join(name), &target).map_err(io_error(&target))?;
                 }
                 sync_dir(&dir)?;
                 sync_dir(&pending)?;
-                moved += ready.len();
+                published.parts += ready.len();
+                if table == "files" {
+                    published.files_parts += ready.len() as u64;
+                }
             }
-            Ok(moved)
+            Ok(published)
         })
     }
 
