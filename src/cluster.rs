@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::dataflow::commit::ReplayPlan;
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
 use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
 use timely::communication::{Hooks, WorkerGuards};
@@ -189,6 +191,8 @@ pub struct Hello {
     pub lake_epoch: u64,
     /// The names of this process's sources.
     pub sources: Vec<String>,
+    /// This process's replay, for the commit records of the first.
+    pub replay: Option<ReplayPlan>,
 }
 
 impl Hello {
@@ -261,6 +265,7 @@ pub fn join(
     pipeline: &crate::pipeline::Pipeline,
     lake: &crate::sink::commit::Lake,
     sources: Vec<String>,
+    replay: Option<ReplayPlan>,
 ) -> Result<Option<Cluster>, ClusterError> {
     let Some(spec) = spec else {
         return Ok(None);
@@ -274,6 +279,7 @@ pub fn join(
         pipeline: pipeline.fingerprint.clone(),
         lake_epoch: lake.committed(),
         sources,
+        replay,
     };
     tracing::info!(
         process = spec.process,
@@ -518,6 +524,13 @@ fn unique_sources(hellos: &[Hello]) -> Result<(), ClusterError> {
 }
 
 impl Cluster {
+    /// The replays of the other processes.
+    pub fn peer_replays(&self) -> impl Iterator<Item = ReplayPlan> + '_ {
+        (self.hellos.iter())
+            .filter(|h| h.process != self.spec.process)
+            .filter_map(|h| h.replay.clone())
+    }
+
     /// Runs `func` on `threads` workers of this process, as part of the cluster's dataflow.
     /// A lost peer ends the process (see [`exit_on_lost_peer`]).
     pub fn execute<T, F>(self, threads: usize, func: F) -> Result<WorkerGuards<T>, String>

@@ -161,15 +161,6 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let (lake, restored) =
         open_for_run(&options.lake, &options.pipeline, peer).map_err(ReplayError::Lake)?;
     let workers = options.workers.max(1);
-    let cluster = cluster::join(
-        options.cluster.clone(),
-        "replay",
-        workers,
-        &options.pipeline,
-        &lake,
-        vec![source.clone()],
-    )
-    .map_err(ReplayError::Cluster)?;
     let (restored_paths, restored_rows) = (restored.versions.len(), restored.rows_read);
     let given: Vec<String> = options
         .paths
@@ -178,10 +169,25 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .collect();
     // The same replay, interrupted after some of its snapshots were committed: skip those. A
     // finished one is continued from its last snapshot, which changes what changed since.
-    let resumed_after = match lake.head().and_then(|h| h.replay) {
-        Some(r) if r.source == source && r.inputs == given => r.done.min(given.len() - 1),
-        _ => 0,
+    let resumed_after = (lake.head().iter())
+        .flat_map(|h| h.replays())
+        .find(|r| r.source == source && r.inputs == given)
+        .map_or(0, |r| r.done.min(given.len() - 1));
+    let replay_plan = ReplayPlan {
+        source: source.clone(),
+        inputs: given,
+        skipped: resumed_after,
     };
+    let cluster = cluster::join(
+        options.cluster.clone(),
+        "replay",
+        workers,
+        &options.pipeline,
+        &lake,
+        vec![source.clone()],
+        Some(replay_plan.clone()),
+    )
+    .map_err(ReplayError::Cluster)?;
     let snapshots = inputs.len() - resumed_after;
     let first_epoch = lake.committed() + 1;
     let clock = Arc::new(EpochClock::new(first_epoch, Some(options.commit_interval)));
@@ -263,11 +269,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         dir_depth: options.pipeline.dir_depth,
         clock: clock.clone(),
         restored,
-        replay: Some(ReplayPlan {
-            source: source.clone(),
-            inputs: given,
-            skipped: resumed_after,
-        }),
+        replay: Some(replay_plan),
         checkpoint_rows: options.checkpoint_rows,
         auto_compact: options.auto_compact,
         stage: Arc::new(KernelStage::new(options.device.backend(), options.pipeline)),

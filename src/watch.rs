@@ -96,6 +96,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         &config.pipeline,
         &lake,
         config.roots.iter().map(|r| r.source.clone()).collect(),
+        None,
     )
     .map_err(WatchError::Cluster)?;
     let restored_paths = restored.versions.len();

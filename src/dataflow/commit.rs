@@ -30,7 +30,7 @@ use crate::sink::restore::{StateRange, load, write_checkpoint};
 use crate::sink::stats::StatsWriter;
 
 /// A replay's place in its list of snapshots.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplayPlan {
     pub source: String,
     pub inputs: Vec<String>,
@@ -70,12 +70,15 @@ enum Job {
     },
     /// The restored state is applied.
     Restored,
-    /// Commit at this requested epoch, through which this many snapshots ended.
-    Commit { epoch: u64, snapshots: usize },
+    /// Commit at this requested epoch, through which these snapshots ended.
+    Commit { epoch: u64, snapshots: Ended },
     /// The input is exhausted and every epoch complete: commit at `last` (the run's last epoch
-    /// that is not abandoned), through which this many snapshots ended.
-    FinishRun { last: u64, snapshots: usize },
+    /// that is not abandoned), through which these snapshots ended.
+    FinishRun { last: u64, snapshots: Ended },
 }
+
+/// (source, snapshots of it that ended), for each source with snapshots ended.
+type Ended = Vec<(String, usize)>;
 
 /// Jobs the commit thread may be behind by. The coordinator waits when it is this far behind:
 /// a lake slower than the input holds the input back, and memory stays bounded.
@@ -112,7 +115,8 @@ pub struct CommitPlan {
     pub lake: Arc<Lake>,
     pub stats: StatsWriter,
     pub rules: RuleSet,
-    pub replay: Option<ReplayPlan>,
+    /// The replays of the run: this process's, then (on a cluster's first process) the others'.
+    pub replays: Vec<ReplayPlan>,
     pub policy: CheckpointPolicy,
     /// When to compact in the background; None: never.
     pub auto_compact: Option<AutoCompact>,
@@ -242,7 +246,7 @@ impl Committer {
         match self.controls.commit_at_or_before(complete) {
             Some(epoch) if epoch > self.requested => {
                 self.requested = epoch;
-                let snapshots = self.controls.snapshots_from(0, epoch).len();
+                let snapshots = self.ended_through(epoch);
                 self.send(Job::Commit { epoch, snapshots })
             }
             _ => self.failure(),
@@ -256,8 +260,20 @@ impl Committer {
             .controls
             .last()
             .min(self.controls.committable_through());
-        let snapshots = self.controls.snapshots_from(0, last).len();
+        let snapshots = self.ended_through(last);
         self.send(Job::FinishRun { last, snapshots })
+    }
+
+    /// The snapshots that ended at or before `epoch`, counted by source.
+    fn ended_through(&self, epoch: u64) -> Ended {
+        let mut ended: Ended = Vec::new();
+        for snapshot in self.controls.snapshots_from(0, epoch) {
+            match ended.iter_mut().find(|(s, _)| *s == snapshot.source) {
+                Some((_, n)) => *n += 1,
+                None => ended.push((snapshot.source.clone(), 1)),
+            }
+        }
+        ended
     }
 
     /// Waits for the commit thread to write everything handed to it, and returns the
@@ -394,7 +410,7 @@ impl LakeCommits {
 
     /// Commits at the run's last epoch that is not abandoned, and records a checkpoint still
     /// being written once it is durable.
-    fn finish_run(&mut self, last: u64, snapshots: usize) -> Result<(), SinkError> {
+    fn finish_run(&mut self, last: u64, snapshots: Ended) -> Result<(), SinkError> {
         let last = last.max(self.committed);
         // A stopping run does not start a compaction it would then wait for; the next run, or
         // `exoflow compact`, merges what is left.
@@ -406,7 +422,7 @@ impl LakeCommits {
             let checkpoint = self.finished_checkpoint(true)?;
             self.plan
                 .lake
-                .commit(self.committed, "checkpoint", checkpoint, None)?;
+                .commit(self.committed, "checkpoint", checkpoint, Vec::new())?;
         }
         Ok(())
     }
@@ -419,9 +435,9 @@ impl LakeCommits {
     }
 
     /// Commits at `epoch`; the time it takes is observed in the live counters, when a server runs.
-    fn commit(&mut self, epoch: u64, snapshots: usize) -> Result<(), SinkError> {
+    fn commit(&mut self, epoch: u64, snapshots: Ended) -> Result<(), SinkError> {
         let started = std::time::Instant::now();
-        let result = self.commit_epoch(epoch, snapshots);
+        let result = self.commit_epoch(epoch, &snapshots);
         if result.is_ok()
             && let Some(live) = &self.live
         {
@@ -430,16 +446,21 @@ impl LakeCommits {
         result
     }
 
-    fn commit_epoch(&mut self, epoch: u64, snapshots: usize) -> Result<(), SinkError> {
+    fn commit_epoch(&mut self, epoch: u64, snapshots: &Ended) -> Result<(), SinkError> {
         self.plan.stats.close_part()?;
         let checkpoint = self.finished_checkpoint(false)?;
-        let replay = self.plan.replay.as_ref().map(|r| ReplayProgress {
-            source: r.source.clone(),
-            inputs: r.inputs.clone(),
-            done: r.skipped + snapshots,
-        });
+        let replays = (self.plan.replays.iter())
+            .map(|r| ReplayProgress {
+                source: r.source.clone(),
+                inputs: r.inputs.clone(),
+                done: r.skipped
+                    + (snapshots.iter())
+                        .find(|(source, _)| *source == r.source)
+                        .map_or(0, |(_, n)| *n),
+            })
+            .collect();
         self.plan.lake.sync_pending(epoch)?;
-        self.plan.lake.commit(epoch, "epoch", checkpoint, replay)?;
+        self.plan.lake.commit(epoch, "epoch", checkpoint, replays)?;
         self.committed = epoch;
         self.shared_committed.store(epoch, Ordering::Release);
         // The record is durable: the parts it covers become visible to readers, then the

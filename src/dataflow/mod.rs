@@ -78,7 +78,8 @@ pub struct GraphPlan {
     pub progress: Arc<Progress>,
     /// Records event-to-statistics latency, for watching.
     pub latency: Option<Arc<LatencyRecorder>>,
-    /// What the commit records say of a replay's progress.
+    /// What the commit records say of the replays' progress: this process's, if it replays
+    /// (a cluster's other processes add theirs from their hellos).
     pub replay: Option<ReplayPlan>,
     /// A checkpoint is written once this many `files` rows (and at least as many as there are
     /// tracked paths) were committed after the last one.
@@ -106,6 +107,9 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
     let workers = plan.workers.max(1);
     let (restored_rows, restored_parts) = (plan.restored.rows_read, plan.restored.parts_read);
     let cluster = plan.cluster.take();
+    let replays: Vec<ReplayPlan> = (plan.replay.iter().cloned())
+        .chain(cluster.iter().flat_map(Cluster::peer_replays))
+        .collect();
     // Any worker may send a restored version: the exchange takes it to its path's owner.
     let mut shares: Vec<Vec<FileVersion>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, version) in std::mem::take(&mut plan.restored.versions)
@@ -120,6 +124,7 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
         restored: shares.into_iter().map(|s| Mutex::new(Some(s))).collect(),
         restored_rows,
         restored_parts,
+        replays,
     });
     // However the graph ends, a source waiting for it to take its members must not wait for
     // good.
@@ -160,6 +165,8 @@ struct Shared {
     restored: Vec<Mutex<Option<Vec<FileVersion>>>>,
     restored_rows: u64,
     restored_parts: u64,
+    /// Every replay of the run, for the commit records.
+    replays: Vec<ReplayPlan>,
 }
 
 /// One worker: builds its graph, feeds it the events it takes from the source, then runs it to
@@ -258,7 +265,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
         lake: plan.lake.clone(),
         stats: StatsWriter::new(&root, index, rules.clone()),
         rules,
-        replay: plan.replay.clone(),
+        replays: shared.replays.clone(),
         policy: CheckpointPolicy {
             min_rows: plan.checkpoint_rows,
             rows_before: shared.restored_rows,

@@ -71,6 +71,9 @@ pub struct CommitRecord {
     pub checkpoint: Option<u64>,
     #[serde(default)]
     pub replay: Option<ReplayProgress>,
+    /// The replays of a cluster's other processes, one per source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_replays: Vec<ReplayProgress>,
     /// What the record commits: "epoch" or "compaction".
     pub action: String,
     /// The newest runs that wrote records, oldest first, each with the epoch of its last one:
@@ -91,6 +94,11 @@ pub struct RunCommitted {
 pub const KEEP_RUNS: usize = 32;
 
 impl CommitRecord {
+    /// Every replay's progress: this process's (or a cluster's first), then the cluster's others.
+    pub fn replays(&self) -> impl Iterator<Item = &ReplayProgress> {
+        self.replay.iter().chain(&self.cluster_replays)
+    }
+
     /// The epoch of the last record `run` wrote, if it is among the runs this one names.
     pub fn committed_by(&self, run: &str) -> Option<u64> {
         (self.runs.iter().rev())
@@ -308,7 +316,7 @@ impl Lake {
     /// Records a compaction of the running lake: a record at the committed epoch, written under
     /// the same lock as every commit, so that it never names an older epoch than the head.
     pub fn record_compaction(&self) -> Result<CommitRecord, SinkError> {
-        self.write_record(None, "compaction", None, None)
+        self.write_record(None, "compaction", None, Vec::new())
     }
 
     /// The names of the pending parts of `table` whose epochs are all at most `epoch`, in its
@@ -439,15 +447,16 @@ impl Lake {
     }
 
     /// Writes a commit record for `epoch`, durably, and removes records older than the newest
-    /// [`KEEP_RECORDS`]. `checkpoint` and `replay` are kept from the previous record when None.
+    /// [`KEEP_RECORDS`]. `checkpoint` is kept from the previous record when None, and so are
+    /// the replays' progress when `replays` is empty (the first is this process's).
     pub fn commit(
         &self,
         epoch: u64,
         action: &str,
         checkpoint: Option<u64>,
-        replay: Option<ReplayProgress>,
+        replays: Vec<ReplayProgress>,
     ) -> Result<CommitRecord, SinkError> {
-        self.write_record(Some(epoch), action, checkpoint, replay)
+        self.write_record(Some(epoch), action, checkpoint, replays)
     }
 
     /// Writes the next record: at `epoch`, or at the head's epoch when None.
@@ -456,9 +465,17 @@ impl Lake {
         epoch: Option<u64>,
         action: &str,
         checkpoint: Option<u64>,
-        replay: Option<ReplayProgress>,
+        mut replays: Vec<ReplayProgress>,
     ) -> Result<CommitRecord, SinkError> {
         let mut head = self.head.lock().expect("head lock");
+        let (replay, cluster_replays) = match (replays.is_empty(), head.as_ref()) {
+            (true, Some(h)) => (h.replay.clone(), h.cluster_replays.clone()),
+            (true, None) => (None, Vec::new()),
+            (false, _) => {
+                let first = replays.remove(0);
+                (Some(first), replays)
+            }
+        };
         let previous = head.as_ref();
         let epoch = epoch.unwrap_or_else(|| previous.map_or(0, |h| h.epoch));
         let run = crate::api::live::run_id();
@@ -479,7 +496,8 @@ impl Lake {
             pipeline: self.pipeline.clone(),
             rules: self.rules.clone(),
             checkpoint: checkpoint.or(previous.and_then(|h| h.checkpoint)),
-            replay: replay.or(previous.and_then(|h| h.replay.clone())),
+            replay,
+            cluster_replays,
             action: action.to_string(),
             runs,
         };
@@ -662,7 +680,7 @@ mod tests {
         ] {
             std::fs::write(files.join(name), b"x").unwrap();
         }
-        lake.commit(2, "epoch", None, None).unwrap();
+        lake.commit(2, "epoch", None, Vec::new()).unwrap();
         let second = Lake::open(dir.path(), Some(&pipeline));
         assert!(
             matches!(second, Err(LakeError::Locked { .. })),
@@ -677,7 +695,7 @@ mod tests {
             .collect();
         assert_eq!(left, ["part-0000-1-2-0000.parquet"]);
         for epoch in 3..3 + 2 * KEEP_RECORDS as u64 {
-            lake.commit(epoch, "epoch", None, None).unwrap();
+            lake.commit(epoch, "epoch", None, Vec::new()).unwrap();
         }
         let records = std::fs::read_dir(dir.path().join(LOG_DIR).join(COMMITS_DIR))
             .unwrap()
@@ -700,7 +718,7 @@ mod tests {
             std::fs::write(pending.join(name), b"x").unwrap();
         }
         // A crash right after the record for epoch 2, before the publication.
-        lake.commit(2, "epoch", None, None).unwrap();
+        lake.commit(2, "epoch", None, Vec::new()).unwrap();
         assert!(parts(dir.path(), "matches").is_empty());
         drop(lake);
         Lake::open(dir.path(), Some(&pipeline)).unwrap();
@@ -715,7 +733,7 @@ mod tests {
     fn another_pipeline_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path(), Some(&Pipeline::default_pack())).unwrap();
-        lake.commit(1, "epoch", None, None).unwrap();
+        lake.commit(1, "epoch", None, Vec::new()).unwrap();
         drop(lake);
         let other = Pipeline::from_json(r#"{"rules": []}"#, "t").unwrap();
         let err = Lake::open(dir.path(), Some(&other)).unwrap_err();

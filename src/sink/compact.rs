@@ -367,7 +367,7 @@ pub fn compact(root: &Path, options: &CompactOptions) -> Result<CompactReport, C
         old_dirs.extend(old);
     }
     if !old_dirs.is_empty() {
-        let record = lake.commit(lake.committed(), "compaction", None, None)?;
+        let record = lake.commit(lake.committed(), "compaction", None, Vec::new())?;
         report.record = Some(record.sequence);
         std::thread::sleep(LISTING_GRACE);
         for dir in &old_dirs {

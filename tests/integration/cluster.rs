@@ -421,3 +421,54 @@ fn a_process_unlike_its_peers_is_refused() {
 fn first_args<'a>(dir: &'a Path, lake: &'a Path) -> Vec<&'a str> {
     vec!["replay", s(dir), "--out", s(lake), "--workers", "1"]
 }
+
+#[test]
+fn a_peers_replay_of_several_snapshots_resumes_after_what_was_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b1, b2) = (
+        tmp.path().join("a"),
+        tmp.path().join("b1"),
+        tmp.path().join("b2"),
+    );
+    corpus(&a, 0, 12);
+    corpus(&b1, 1, 12);
+    corpus(&b2, 1, 12);
+    write(&b2, "sub0/f0.rs", "// TODO second snapshot\n");
+    std::fs::remove_file(b2.join("sub1/f1.py")).unwrap();
+    let lake = tmp.path().join("lake");
+    let runs = [
+        args(&["replay", s(&a), "--out", s(&lake), "--workers", "1"]),
+        args(&[
+            "replay",
+            s(&b1),
+            s(&b2),
+            "--source",
+            "b",
+            "--out",
+            s(&lake),
+            "--workers",
+            "1",
+        ]),
+    ];
+    let first = run_cluster(tmp.path(), &runs);
+    assert!(first[1].contains("replayed 2 snapshots"), "{}", first[1]);
+    // Run again: the commit records hold process 1's progress too.
+    let again = run_cluster(tmp.path(), &runs);
+    assert!(
+        again[1].contains("resumed after snapshot 1"),
+        "{}",
+        again[1]
+    );
+    let reference = tmp.path().join("reference");
+    run_ok(&["replay", s(&a), "--out", s(&reference)]);
+    run_ok(&[
+        "replay",
+        s(&b1),
+        s(&b2),
+        "--source",
+        "b",
+        "--out",
+        s(&reference),
+    ]);
+    assert_same_lake(&lake, &reference);
+}
