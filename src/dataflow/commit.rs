@@ -15,8 +15,6 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use rustc_hash::FxHashMap;
-
 use super::control::{Control, Controls};
 use super::near_dup::Membership;
 use super::stats::StatKey;
@@ -66,7 +64,7 @@ enum Job {
     Apply {
         epoch: u64,
         changes: Vec<(StatKey, i64)>,
-        memberships: FxHashMap<Membership, i64>,
+        memberships: Vec<(Membership, i64)>,
     },
     /// The restored state is applied.
     Restored,
@@ -178,22 +176,21 @@ impl Committer {
     /// Publishes the statistic changes of a complete epoch to the live snapshot, and returns
     /// them consolidated for [`Committer::apply`]; None for an epoch that is never committed (a
     /// failed snapshot's). Called before the commits requested ahead of the epoch are written:
-    /// the live statistics need not wait for the lake.
+    /// the live statistics need not wait for the lake. The changes come consolidated from the
+    /// statistics' arrangement, one per statistic; they are sorted here.
     pub fn publish(
         &mut self,
         epoch: u64,
-        changes: FxHashMap<StatKey, i64>,
+        mut changes: Vec<(StatKey, i64)>,
     ) -> Option<Vec<(StatKey, i64)>> {
         if epoch > self.controls.committable_through() {
             return None;
         }
-        let mut consolidated: Vec<(StatKey, i64)> =
-            changes.into_iter().filter(|(_, diff)| *diff != 0).collect();
-        consolidated.sort_unstable();
+        changes.sort_unstable();
         if let Some(live) = &mut self.live {
-            live.publish_epoch(epoch, consolidated.clone());
+            live.publish_epoch(epoch, changes.clone());
         }
-        Some(consolidated)
+        Some(changes)
     }
 
     /// Has the statistic changes of a complete epoch that [`Committer::publish`] returned
@@ -202,7 +199,7 @@ impl Committer {
         &mut self,
         epoch: u64,
         changes: Option<Vec<(StatKey, i64)>>,
-        memberships: FxHashMap<Membership, i64>,
+        memberships: Vec<(Membership, i64)>,
     ) -> Result<(), SinkError> {
         let Some(changes) = changes else {
             return Ok(());
@@ -389,7 +386,7 @@ impl LakeCommits {
         &mut self,
         epoch: u64,
         changes: Vec<(StatKey, i64)>,
-        memberships: FxHashMap<Membership, i64>,
+        memberships: Vec<(Membership, i64)>,
     ) -> Result<(), SinkError> {
         self.plan.stats.apply(epoch, changes, epoch > 0)?;
         if epoch > 0 {

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Receiver;
+use differential_dataflow::AsCollection;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::dataflow::channels::pact::Pipeline as PipelinePact;
 use timely::dataflow::operators::vec::Broadcast;
@@ -43,7 +44,7 @@ use self::input::ControlInput;
 pub use self::input::MAX_EVENTS_IN_FLIGHT;
 use self::near_dup::near_duplicates;
 use self::reconcile::reconcile;
-use self::stats::{Tracked, all_stats};
+use self::stats::{Tracked, all_stats, arrange_by_epoch};
 pub use self::time::{epoch_end, epoch_of, epoch_start};
 use self::upsert::arrange_upserts;
 use self::write_lake::{LakeSink, write_lake};
@@ -314,17 +315,19 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
         let (stats, memberships) = match plan.stage.pipeline().near_duplicates {
             Some(params) => {
                 let (near, memberships) = near_duplicates(current.clone(), params);
-                (all_stats(current).concat(near), memberships.inner)
+                (all_stats(current).concat(near), memberships)
             }
             None => (
                 all_stats(current),
-                timely::dataflow::operators::generic::operator::empty(scope),
+                timely::dataflow::operators::generic::operator::empty(scope).as_collection(),
             ),
         };
+        let stats = arrange_by_epoch(stats, "Statistics");
+        let memberships = arrange_by_epoch(memberships, "NearDuplicateMemberships");
         let latency = plan.latency.clone().filter(|_| index == 0);
         let (committer, failure) = (committer.clone(), failure.clone());
         write_stats(
-            stats.inner,
+            stats,
             memberships,
             controls,
             committer,

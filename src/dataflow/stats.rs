@@ -12,9 +12,11 @@ use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 
+use super::time::{epoch_end, epoch_of};
 use crate::version::{FileVersion, Language};
 
 /// What the statistics need of a current file version; small, because the arrangement holds one
@@ -320,8 +322,8 @@ pub type Current<'scope> = Arranged<'scope, TraceAgent<ValSpine<u128, Tracked, u
 /// Statistics: the accumulated difference of each key is its value.
 pub type Stats<'scope> = VecCollection<'scope, u64, StatKey>;
 
-/// Every statistic. The collection is not consolidated here: the statistics writer sums each
-/// epoch's updates per statistic anyway, and a consolidation would sort them all once more.
+/// Every statistic, as a collection of changes (see [`arrange_by_epoch`], which consolidates
+/// them).
 pub fn all_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
     content_stats(current.clone()).concat(duplicate_stats(current))
 }
@@ -414,6 +416,25 @@ fn contributions<'scope>(
             },
         )
         .as_collection()
+}
+
+/// Changes to statistics (or near-duplicate memberships) -> their arrangement: exchanged by the
+/// key's hash, each key's changes consolidated by differential into one per epoch (the times are
+/// advanced to their epoch's end), which leave in the arrangement's batches, once the epoch is
+/// complete, for the statistics writer. The trace itself is compacted as the frontier moves,
+/// since nothing reads it at an older time: it holds one value per live key.
+pub fn arrange_by_epoch<'scope, D>(
+    changes: VecCollection<'scope, u64, D>,
+    name: &str,
+) -> StreamVec<'scope, u64, (D, u64, isize)>
+where
+    D: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+{
+    changes
+        .delay(|time| epoch_end(epoch_of(*time)))
+        .arrange_by_self_named(name)
+        .as_collection(|key: &D, _| key.clone())
+        .inner
 }
 
 /// `rule`, `rule_language` and `rule_dir`: per rule, files with a match and matches, overall, by

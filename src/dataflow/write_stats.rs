@@ -6,7 +6,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
@@ -23,9 +22,10 @@ use crate::latency::LatencyRecorder;
 use crate::progress::ErrorKind;
 use crate::sink::SinkError;
 
-/// Statistic changes and near-duplicate memberships -> one worker, which applies each epoch's
-/// changes once the epoch is complete and commits at the requested epochs (see [`Committer`]).
-/// It holds one consolidated value per statistic (and membership) and open epoch.
+/// Statistic changes and near-duplicate memberships, consolidated by their arrangements (one per
+/// key and epoch, see [`super::stats::arrange_by_epoch`]) -> one worker, which applies each
+/// epoch's changes once the epoch is complete and commits at the requested epochs (see
+/// [`Committer`]).
 pub(super) fn write_stats<'scope>(
     changes: Stream<'scope, u64, Vec<(StatKey, u64, isize)>>,
     memberships: Stream<'scope, u64, Vec<(Membership, u64, isize)>>,
@@ -51,7 +51,7 @@ pub(super) fn write_stats<'scope>(
                 input.for_each(|_capability, data| {
                     for (key, time, diff) in data.drain(..) {
                         let epoch = pending.entry(epoch_of(time)).or_default();
-                        *epoch.stats.entry(key).or_default() += diff as i64;
+                        epoch.stats.push((key, diff as i64));
                     }
                 });
                 clusters.for_each(|_capability, data| {
@@ -59,7 +59,7 @@ pub(super) fn write_stats<'scope>(
                         match other {
                             Other::Membership(membership, time, diff) => {
                                 let epoch = pending.entry(epoch_of(time)).or_default();
-                                *epoch.memberships.entry(membership).or_default() += diff as i64;
+                                epoch.memberships.push((membership, diff as i64));
                             }
                             Other::Control(control) => committer.borrow_mut().record(control),
                         }
@@ -102,11 +102,11 @@ enum Other {
     Control(Control),
 }
 
-/// One open epoch's changes, consolidated.
+/// One open epoch's changes, as their arrangements consolidated them.
 #[derive(Default)]
 struct EpochChanges {
-    stats: FxHashMap<StatKey, i64>,
-    memberships: FxHashMap<Membership, i64>,
+    stats: Vec<(StatKey, i64)>,
+    memberships: Vec<(Membership, i64)>,
 }
 
 /// The last epoch complete below a frontier whose least time is `first` (none: every epoch).
