@@ -30,8 +30,11 @@ use timely::communication::{Hooks, WorkerGuards};
 const MAGIC: &[u8; 8] = b"EXOFLOW\x01";
 /// A hello larger than this is not one.
 const MAX_HELLO_BYTES: u64 = 1 << 20;
-/// Between two attempts to connect to a peer that is not listening yet.
-const RETRY: Duration = Duration::from_millis(200);
+/// Between two attempts to connect to a peer that is not listening yet: the first wait, which
+/// doubles up to the last.
+const RETRY: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(500));
+/// Between two looks for a connection from a peer.
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
 
 /// Where this process is in its cluster.
 #[derive(Debug, Clone)]
@@ -386,6 +389,7 @@ impl Greeter<'_> {
         for (peer, address) in self.spec.addresses.iter().enumerate().take(me) {
             let mut connection = None;
             let mut logged = false;
+            let mut wait = RETRY.0;
             while connection.is_none() && self.going() {
                 match connect_once(address) {
                     Ok(mut stream) => {
@@ -400,7 +404,8 @@ impl Greeter<'_> {
                             tracing::info!(peer, %address, %error, "waiting for a peer to listen");
                             logged = true;
                         }
-                        std::thread::sleep(RETRY);
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(RETRY.1);
                     }
                 }
             }
@@ -435,7 +440,7 @@ impl Greeter<'_> {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(RETRY / 4)
+                    std::thread::sleep(ACCEPT_POLL)
                 }
                 Err(error) => tracing::warn!(%error, "accepting a peer failed"),
             }

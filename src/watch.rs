@@ -78,6 +78,9 @@ pub struct WatchSummary {
     pub near_duplicates: Option<String>,
     /// The kernel backend that ran, like `cpu`.
     pub kernels: String,
+    /// (this process, processes) of a cluster: the files read are this process's, the rows
+    /// written those of the paths its workers own.
+    pub cluster: Option<(usize, usize)>,
 }
 
 /// Watches until `stop` is set, then drains, commits and returns.
@@ -163,11 +166,18 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
         lake: config.lake,
         restored_paths,
         kernels,
+        cluster: config.cluster.as_ref().map(|c| (c.process, c.processes())),
     })
 }
 
 impl fmt::Display for WatchSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((process, processes)) = self.cluster {
+            writeln!(
+                f,
+                "process {process} of a cluster of {processes}: files read from this process's sources; rows written for the paths its workers own"
+            )?;
+        }
         writeln!(
             f,
             "watched for {:.1} s: {} tracked paths restored, {} files read, {} upserts and {} deletes written, {} rescans",

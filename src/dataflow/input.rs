@@ -45,10 +45,7 @@ pub(super) fn feed(
     worker: &mut timely::worker::Worker,
     input: &mut InputHandleVec<u64, FileEvent>,
     mut control: Option<ControlInput>,
-    Signals {
-        featurized,
-        sealed_anywhere,
-    }: Signals<'_>,
+    signals: Signals<'_>,
     shared: &Shared,
     events: &Receiver<FileEvent>,
     failed: impl Fn() -> bool,
@@ -71,7 +68,7 @@ pub(super) fn feed(
         if shared.abort.load(Ordering::Acquire) {
             break;
         }
-        admitted.release(featurized, &plan.clock, &plan.progress);
+        admitted.release(signals.featurized, &plan.clock, &plan.progress);
         if admitted.is_full() {
             plan.progress.set_queued(events.len());
             admitted.report(&plan.progress);
@@ -104,11 +101,7 @@ pub(super) fn feed(
                 }
             }
             Err(TryRecvError::Empty) => {
-                // A quiet clock follows its peers' seals; nothing of its open epoch was sent.
-                let sealed = match plan.clock.catch_up(sealed_anywhere.get()) {
-                    true => plan.clock.sealed(),
-                    false => sealed,
-                };
+                let sealed = sealed_when_idle(&plan.clock, sealed, signals.sealed_anywhere);
                 plan.progress.set_queued(0);
                 admitted.report(&plan.progress);
                 tick.close_if_old(input);
@@ -124,6 +117,16 @@ pub(super) fn feed(
     }
     if let Some(control) = control {
         control.finish(&plan.clock);
+    }
+}
+
+/// The epoch through which no event can come any more, when the source had nothing ready after
+/// `sealed` was read: a quiet clock first follows its peers' seals (nothing of its open epoch
+/// was sent), see [`EpochClock::catch_up`].
+fn sealed_when_idle(clock: &EpochClock, sealed: u64, sealed_anywhere: &Cell<u64>) -> u64 {
+    match clock.catch_up(sealed_anywhere.get()) {
+        true => clock.sealed(),
+        false => sealed,
     }
 }
 

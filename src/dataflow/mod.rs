@@ -42,9 +42,9 @@ use self::control::Control;
 use self::featurize::featurize;
 use self::input::ControlInput;
 pub use self::input::MAX_EVENTS_IN_FLIGHT;
-use self::near_dup::near_duplicates;
+use self::near_dup::{Membership, near_duplicates};
 use self::reconcile::reconcile;
-use self::stats::{Tracked, all_stats, arrange_by_epoch};
+use self::stats::{Changes, Current, StatKey, Tracked, all_stats, arrange_by_epoch};
 pub use self::time::{epoch_end, epoch_of, epoch_start};
 use self::upsert::arrange_upserts;
 use self::write_lake::{LakeSink, write_lake};
@@ -54,6 +54,7 @@ use crate::cluster::Cluster;
 use crate::epochs::EpochClock;
 use crate::kernels::KernelStage;
 use crate::latency::LatencyRecorder;
+use crate::pipeline::NearDuplicates;
 use crate::progress::Progress;
 use crate::sink::commit::Lake;
 use crate::sink::compact::AutoCompact;
@@ -312,18 +313,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
             Tracked,
             _,
         >(upserts, PipelinePact, "CurrentVersions");
-        let (stats, memberships) = match plan.stage.pipeline().near_duplicates {
-            Some(params) => {
-                let (near, memberships) = near_duplicates(current.clone(), params);
-                (all_stats(current).concat(near), memberships)
-            }
-            None => (
-                all_stats(current),
-                timely::dataflow::operators::generic::operator::empty(scope).as_collection(),
-            ),
-        };
-        let stats = arrange_by_epoch(stats, "Statistics");
-        let memberships = arrange_by_epoch(memberships, "NearDuplicateMemberships");
+        let (stats, memberships) = statistics(current, plan.stage.pipeline().near_duplicates);
         let latency = plan.latency.clone().filter(|_| index == 0);
         let (committer, failure) = (committer.clone(), failure.clone());
         write_stats(
@@ -350,6 +340,29 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
         committer,
         failure,
     }
+}
+
+/// The statistics of the current versions, and the near-duplicate memberships when the
+/// pipeline finds them, each arranged by key into one change per key and epoch.
+fn statistics<'scope>(
+    current: Current<'scope>,
+    near: Option<NearDuplicates>,
+) -> (Changes<'scope, StatKey>, Changes<'scope, Membership>) {
+    let scope = current.stream.scope();
+    let (stats, memberships) = match near {
+        Some(params) => {
+            let (near, memberships) = near_duplicates(current.clone(), params);
+            (all_stats(current).concat(near), memberships)
+        }
+        None => (
+            all_stats(current),
+            timely::dataflow::operators::generic::operator::empty(scope).as_collection(),
+        ),
+    };
+    (
+        arrange_by_epoch(stats, "Statistics"),
+        arrange_by_epoch(memberships, "NearDuplicateMemberships"),
+    )
 }
 
 /// Sends this worker's share of the restored versions at time 0, and closes their input.

@@ -418,6 +418,9 @@ fn contributions<'scope>(
         .as_collection()
 }
 
+/// Consolidated changes of `D`s, one per `D` and epoch, at the epoch's last time.
+pub type Changes<'scope, D> = StreamVec<'scope, u64, (D, u64, isize)>;
+
 /// Changes to statistics (or near-duplicate memberships) -> their arrangement: exchanged by the
 /// key's hash, each key's changes consolidated by differential into one per epoch (the times are
 /// advanced to their epoch's end), which leave in the arrangement's batches, once the epoch is
@@ -426,7 +429,7 @@ fn contributions<'scope>(
 pub fn arrange_by_epoch<'scope, D>(
     changes: VecCollection<'scope, u64, D>,
     name: &str,
-) -> StreamVec<'scope, u64, (D, u64, isize)>
+) -> Changes<'scope, D>
 where
     D: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
 {
