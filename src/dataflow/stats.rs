@@ -342,7 +342,10 @@ pub fn content_stats<'scope>(current: Current<'scope>) -> Stats<'scope> {
 /// its difference. The versions are read in place from the arrangement's batches, and equal
 /// statistics are summed per time until the input frontier passes it: a file contributes a few
 /// dozen updates to a few hundred distinct statistics, so what leaves the operator is orders of
-/// magnitude smaller than what the files contribute.
+/// magnitude smaller than what the files contribute. This is a combiner, local to the worker
+/// that owns the versions; the statistics' arrangement ([`arrange_by_epoch`]) consolidates
+/// across workers and times. Without it (`flat_map_ref` and `explode` straight into the
+/// arrangement) a replay of the Linux tree takes about a fifth longer.
 fn contributions<'scope>(
     current: Current<'scope>,
     name: &str,
