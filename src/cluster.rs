@@ -503,12 +503,29 @@ fn connect_once(address: &str) -> std::io::Result<TcpStream> {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
+                watch_link(&stream)?;
                 return Ok(stream);
             }
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// How long a connection may go without an answer from its peer (keepalive probes while it is
+/// idle, unacknowledged data while it is not) before it counts as dropped.
+const LINK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes a connection whose peer's host is gone (no reset ever comes: a host down, a network
+/// cut) fail within about [`LINK_TIMEOUT`], as a closed one does at once.
+fn watch_link(stream: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(LINK_TIMEOUT / 3)
+        .with_interval(LINK_TIMEOUT / 6)
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(LINK_TIMEOUT))
 }
 
 /// Refuses two processes that name the same source: their paths would be one path's.
