@@ -22,10 +22,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::dataflow::commit::ReplayPlan;
+use crate::sink::commit::{LOG_DIR, write_atomically};
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
 use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
 use timely::communication::{Hooks, WorkerGuards};
 
+/// The file under the lake's `_exoflow/` into which process 0 writes a mark of its run before it
+/// listens: every other process must read the same mark there.
+pub const LAKE_MARK: &str = "cluster";
 /// Opens every connection, before and after the handshake.
 const MAGIC: &[u8; 8] = b"EXOFLOW\x01";
 /// A hello larger than this is not one.
@@ -88,6 +92,8 @@ pub enum ClusterError {
         address: String,
         what: String,
     },
+    #[error("cannot mark the lake for the cluster")]
+    Mark(#[source] crate::sink::SinkError),
     #[error(
         "source name {name:?} is used by processes {first} and {second}: source names must be unique across the cluster (name them with --source NAME=DIR, or --source for replay)"
     )]
@@ -104,7 +110,7 @@ impl ClusterError {
     pub fn is_usage(&self) -> bool {
         !matches!(
             self,
-            ClusterError::Timeout { .. } | ClusterError::Handshake { .. }
+            ClusterError::Timeout { .. } | ClusterError::Handshake { .. } | ClusterError::Mark(_)
         )
     }
 }
@@ -196,6 +202,9 @@ pub struct Hello {
     pub sources: Vec<String>,
     /// This process's replay, for the commit records of the first.
     pub replay: Option<ReplayPlan>,
+    /// In a greeting between process 0 and another: the mark process 0 wrote into the lake
+    /// (see [`LAKE_MARK`]), as the sender reads it; None in the others.
+    pub lake_mark: Option<String>,
 }
 
 impl Hello {
@@ -273,6 +282,15 @@ pub fn join(
     let Some(spec) = spec else {
         return Ok(None);
     };
+    let mark_path = lake.root().join(LOG_DIR).join(LAKE_MARK);
+    let lake_mark = match spec.is_first() {
+        true => {
+            let mark = format!("{}\n", crate::api::live::run_id());
+            write_atomically(&mark_path, mark.as_bytes()).map_err(ClusterError::Mark)?;
+            Some(mark)
+        }
+        false => None,
+    };
     let hello = Hello {
         exoflow: env!("CARGO_PKG_VERSION").to_string(),
         process: spec.process,
@@ -283,19 +301,20 @@ pub fn join(
         lake_epoch: lake.committed(),
         sources,
         replay,
+        lake_mark,
     };
     tracing::info!(
         process = spec.process,
         processes = spec.processes(),
         "connecting with the cluster's other processes"
     );
-    connect(spec, hello).map(Some)
+    connect(spec, hello, mark_path).map(Some)
 }
 
 /// Connects this process with every other of `spec`, greeting each with `hello` as soon as it
 /// is connected, and checks that every process runs the same thing with its own sources. A
 /// peer that differs is refused at once, whichever process connected first.
-pub fn connect(spec: ClusterSpec, hello: Hello) -> Result<Cluster, ClusterError> {
+pub fn connect(spec: ClusterSpec, hello: Hello, mark: PathBuf) -> Result<Cluster, ClusterError> {
     let deadline = Instant::now() + spec.connect_timeout;
     let me = spec.process;
     let listener =
@@ -306,13 +325,8 @@ pub fn connect(spec: ClusterSpec, hello: Hello) -> Result<Cluster, ClusterError>
         })?;
     let greeter = Greeter {
         spec: &spec,
-        message: {
-            let body = serde_json::to_vec(&hello).expect("a hello serializes");
-            let mut message = (body.len() as u64).to_be_bytes().to_vec();
-            message.extend_from_slice(&body);
-            message
-        },
         ours: &hello,
+        mark,
         deadline,
         refused: AtomicBool::new(false),
     };
@@ -364,9 +378,9 @@ type Greeted = Option<(TcpStream, Hello)>;
 /// side's loop too).
 struct Greeter<'a> {
     spec: &'a ClusterSpec,
-    /// Our hello, length-prefixed.
-    message: Vec<u8>,
     ours: &'a Hello,
+    /// Where process 0 marks the lake.
+    mark: PathBuf,
     deadline: Instant,
     refused: AtomicBool,
 }
@@ -460,8 +474,19 @@ impl Greeter<'_> {
             address: address.clone(),
             reason,
         };
+        // Process 0 marked the lake before it listened: a peer connected to it reads the mark
+        // now, and both see whether it is the same lake.
+        let mut ours = self.ours.clone();
+        if peer == 0 {
+            ours.lake_mark = Some(std::fs::read_to_string(&self.mark).unwrap_or_default());
+        } else if self.spec.process != 0 {
+            ours.lake_mark = None;
+        }
+        let body = serde_json::to_vec(&ours).expect("a hello serializes");
+        let mut message = (body.len() as u64).to_be_bytes().to_vec();
+        message.extend_from_slice(&body);
         let theirs = (|| -> std::io::Result<Result<Hello, String>> {
-            stream.write_all(&self.message)?;
+            stream.write_all(&message)?;
             // Every process sends its hello as soon as it is connected.
             stream.set_read_timeout(Some(Duration::from_secs(10)))?;
             let mut len = [0u8; 8];
@@ -480,10 +505,14 @@ impl Greeter<'_> {
             Ok(Err(reason)) => return self.refuse(failed(reason)),
             Err(e) => return self.refuse(failed(e.to_string())),
         };
-        let what = match self.ours.differs(&theirs) {
+        let what = match ours.differs(&theirs) {
             None if theirs.process != peer => {
                 Some(format!("says it is process {}", theirs.process))
             }
+            None if ours.lake_mark != theirs.lake_mark => Some(format!(
+                "does not see the lake this process sees: {} differs between them (the lake must be one directory that every process sees)",
+                self.mark.display()
+            )),
             differs => differs,
         };
         match what {

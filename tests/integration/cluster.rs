@@ -354,7 +354,13 @@ fn a_process_unlike_its_peers_is_refused() {
         list.extend_from_slice(extra);
         args(&list)
     };
-    let cases: [(Vec<String>, Vec<String>, &str); 3] = [
+    let elsewhere = tmp.path().join("another-lake");
+    let cases: [(Vec<String>, Vec<String>, &str); 4] = [
+        (
+            replay(&a, "1", &[]),
+            args(&["replay", s(&b), "--out", s(&elsewhere), "--workers", "1"]),
+            "does not see the lake this process sees",
+        ),
         (
             replay(&a, "1", &[]),
             replay(&b, "1", &["--pipeline", DEDUPE]),
