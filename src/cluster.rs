@@ -51,30 +51,32 @@ pub struct ClusterSpec {
     pub hostfile: PathBuf,
     /// How long to wait for every peer to connect.
     pub connect_timeout: Duration,
+    /// Set by Ctrl-C or SIGTERM: stop waiting for the peers.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Why a cluster could not form.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot read hostfile {path}: {source}")]
+    #[error("cannot read hostfile {path}")]
     Hostfile {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("hostfile {path}: {reason}")]
     BadHostfile { path: PathBuf, reason: String },
-    #[error("cannot listen on {address} (line {line} of the hostfile, this process's): {source}")]
+    #[error("cannot listen on {address}, the address of process {process} in the hostfile")]
     Listen {
         address: String,
-        line: usize,
+        process: usize,
         source: std::io::Error,
     },
     #[error(
-        "process {process} did not connect within {seconds} s: waiting for {missing}; start every process of the hostfile, each with its own --process"
+        "process {process} did not connect within {waited}: waiting for {missing}; start every process of the hostfile, each with its own --process"
     )]
     Timeout {
         process: usize,
-        seconds: u64,
+        waited: String,
         missing: String,
     },
     #[error("connection with process {peer} ({address}) failed during the handshake: {reason}")]
@@ -92,6 +94,8 @@ pub enum ClusterError {
         address: String,
         what: String,
     },
+    #[error("interrupted while waiting for the cluster's other processes; nothing was done")]
+    Interrupted,
     #[error("cannot mark the lake for the cluster")]
     Mark(#[source] crate::sink::SinkError),
     #[error(
@@ -107,10 +111,22 @@ pub enum ClusterError {
 impl ClusterError {
     /// A mistake in how the processes were started (exit code 2), as opposed to a peer that
     /// could not be reached (1).
+    /// The exit code for this error: 2 for a usage error, 130 when interrupted, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClusterError::Interrupted => 130,
+            e if e.is_usage() => 2,
+            _ => 1,
+        }
+    }
+
     pub fn is_usage(&self) -> bool {
         !matches!(
             self,
-            ClusterError::Timeout { .. } | ClusterError::Handshake { .. } | ClusterError::Mark(_)
+            ClusterError::Timeout { .. }
+                | ClusterError::Handshake { .. }
+                | ClusterError::Mark(_)
+                | ClusterError::Interrupted
         )
     }
 }
@@ -132,23 +148,31 @@ impl ClusterSpec {
             path: hostfile.to_path_buf(),
             reason,
         };
-        let addresses: Vec<String> = text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
-        for (i, address) in addresses.iter().enumerate() {
-            let valid = address
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        // (line number, address) of each line that names one.
+        let mut named: Vec<(usize, &str)> = Vec::new();
+        for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+            let address = line.split('#').next().unwrap_or("").trim();
+            if address.is_empty() {
+                continue;
+            }
+            let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
             if !valid {
+                let shown: String = address.chars().take(60).collect();
+                let more = if shown.len() < address.len() {
+                    "…"
+                } else {
+                    ""
+                };
                 return Err(bad(format!(
-                    "entry {} ({address:?}) is not host:port",
+                    "line {} ({shown:?}{more}) is not host:port, with a port from 1 to 65535",
                     i + 1
                 )));
             }
+            named.push((i + 1, address));
         }
+        let addresses: Vec<String> = named.iter().map(|(_, a)| a.to_string()).collect();
         if addresses.len() != processes {
             return Err(bad(format!(
                 "names {} processes, and --processes is {processes}",
@@ -160,17 +184,35 @@ impl ClusterSpec {
                 "--process {process} is not one of its processes 0..{processes}"
             )));
         }
-        let mut sorted = addresses.clone();
-        sorted.sort();
-        if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(bad(format!("{} is named twice", pair[0])));
+        let mut sorted = named.clone();
+        sorted.sort_by_key(|(_, address)| *address);
+        if let Some(pair) = sorted.windows(2).find(|w| w[0].1 == w[1].1) {
+            return Err(bad(format!(
+                "{} is named twice (lines {} and {})",
+                pair[0].1,
+                pair[0].0.min(pair[1].0),
+                pair[0].0.max(pair[1].0)
+            )));
         }
         Ok(ClusterSpec {
             process,
             addresses,
             hostfile: hostfile.to_path_buf(),
             connect_timeout,
+            stop: None,
         })
+    }
+
+    /// The same, stopping its wait for the peers once `stop` is set.
+    pub fn stopped_by(mut self, stop: Option<Arc<AtomicBool>>) -> ClusterSpec {
+        self.stop = stop;
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Acquire))
     }
 
     pub fn processes(&self) -> usize {
@@ -320,7 +362,7 @@ pub fn connect(spec: ClusterSpec, hello: Hello, mark: PathBuf) -> Result<Cluster
     let listener =
         TcpListener::bind(spec.addresses[me].as_str()).map_err(|source| ClusterError::Listen {
             address: spec.addresses[me].clone(),
-            line: me + 1,
+            process: me,
             source,
         })?;
     let greeter = Greeter {
@@ -339,6 +381,9 @@ pub fn connect(spec: ClusterSpec, hello: Hello, mark: PathBuf) -> Result<Cluster
         (dialed, accepted)
     });
     let (dialed, accepted) = (dialed?, accepted?);
+    if spec.stopped() {
+        return Err(ClusterError::Interrupted);
+    }
     let mut sockets: Vec<Option<TcpStream>> = (0..spec.processes()).map(|_| None).collect();
     let mut hellos: Vec<Option<Hello>> = (0..spec.processes()).map(|_| None).collect();
     hellos[me] = Some(hello.clone());
@@ -355,7 +400,7 @@ pub fn connect(spec: ClusterSpec, hello: Hello, mark: PathBuf) -> Result<Cluster
     if !missing.is_empty() {
         return Err(ClusterError::Timeout {
             process: me,
-            seconds: spec.connect_timeout.as_secs(),
+            waited: humantime::format_duration(spec.connect_timeout).to_string(),
             missing: missing.join(", "),
         });
     }
@@ -387,7 +432,9 @@ struct Greeter<'a> {
 
 impl Greeter<'_> {
     fn going(&self) -> bool {
-        Instant::now() < self.deadline && !self.refused.load(Ordering::Acquire)
+        Instant::now() < self.deadline
+            && !self.refused.load(Ordering::Acquire)
+            && !self.spec.stopped()
     }
 
     fn refuse<T>(&self, error: ClusterError) -> Result<T, ClusterError> {
@@ -441,7 +488,8 @@ impl Greeter<'_> {
             match listener.accept() {
                 Ok((mut stream, _)) => {
                     let _ = stream.set_nonblocking(false);
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    // A peer introduces itself as soon as it connects.
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
                     let mut intro = [0u8; 16];
                     if stream.read_exact(&mut intro).is_err() || &intro[..8] != MAGIC {
                         continue;
@@ -482,18 +530,23 @@ impl Greeter<'_> {
         } else if self.spec.process != 0 {
             ours.lake_mark = None;
         }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let wait =
+            Duration::from_secs(left.as_secs_f64().ceil() as u64).max(Duration::from_secs(1));
         let body = serde_json::to_vec(&ours).expect("a hello serializes");
         let mut message = (body.len() as u64).to_be_bytes().to_vec();
         message.extend_from_slice(&body);
         let theirs = (|| -> std::io::Result<Result<Hello, String>> {
             stream.write_all(&message)?;
             // Every process sends its hello as soon as it is connected.
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream.set_read_timeout(Some(wait))?;
             let mut len = [0u8; 8];
             stream.read_exact(&mut len)?;
             let len = u64::from_be_bytes(len);
             if len > MAX_HELLO_BYTES {
-                return Ok(Err(format!("a hello of {len} bytes")));
+                return Ok(Err(format!(
+                    "it announced {len} bytes where a hello was expected: is another program listening there?"
+                )));
             }
             let mut body = vec![0u8; len as usize];
             stream.read_exact(&mut body)?;
@@ -503,6 +556,18 @@ impl Greeter<'_> {
         let theirs = match theirs {
             Ok(Ok(hello)) => hello,
             Ok(Err(reason)) => return self.refuse(failed(reason)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let reason = format!(
+                    "it sent no hello within {}: is another program listening there?",
+                    humantime::format_duration(wait)
+                );
+                return self.refuse(failed(reason));
+            }
             Err(e) => return self.refuse(failed(e.to_string())),
         };
         let what = match ours.differs(&theirs) {
@@ -686,7 +751,13 @@ mod tests {
         for (text, processes, process, says) in [
             ("a:1\nb:2\n", 3, 0, "names 2 processes"),
             ("a:1\nb:2\n", 2, 2, "not one of its processes"),
-            ("a:1\nb\n", 2, 0, "not host:port"),
+            ("a:1\nb\n", 2, 0, "line 2 (\"b\") is not host:port"),
+            (
+                "# x\n\na:1\nb:0\n",
+                2,
+                0,
+                "line 4 (\"b:0\") is not host:port",
+            ),
             ("a:1\na:1\n", 2, 0, "named twice"),
         ] {
             let error = spec_of(text, processes, process).unwrap_err().to_string();

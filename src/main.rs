@@ -527,7 +527,7 @@ fn run_watch(args: WatchArgs) -> ExitCode {
             fail(&anyhow::Error::new(e), code)
         }
         Err(exoflow::watch::WatchError::Cluster(e)) => {
-            let code = if e.is_usage() { 2 } else { 1 };
+            let code = e.exit_code();
             fail(&anyhow::Error::new(e), code)
         }
         Err(e @ exoflow::watch::WatchError::Input(_)) => fail(&anyhow::Error::new(e), 2),
@@ -726,7 +726,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             fail(&anyhow::Error::new(e), code)
         }
         Err(ReplayError::Cluster(e)) => {
-            let code = if e.is_usage() { 2 } else { 1 };
+            let code = e.exit_code();
             fail(&anyhow::Error::new(e), code)
         }
         Err(e) => fail(&anyhow::Error::new(e), 1),

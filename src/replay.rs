@@ -179,7 +179,7 @@ pub fn replay(options: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         skipped: resumed_after,
     };
     let cluster = cluster::join(
-        options.cluster.clone(),
+        (options.cluster.clone()).map(|c| c.stopped_by(options.stop.clone())),
         "replay",
         workers,
         &options.pipeline,

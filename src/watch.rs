@@ -93,7 +93,7 @@ pub fn run(config: WatchRun, stop: Arc<AtomicBool>) -> Result<WatchSummary, Watc
     let (lake, restored) =
         open_for_run(&config.lake, &config.pipeline, peer).map_err(WatchError::Lake)?;
     let cluster = cluster::join(
-        config.cluster.clone(),
+        (config.cluster.clone()).map(|c| c.stopped_by(Some(stop.clone()))),
         "watch",
         config.workers.max(1),
         &config.pipeline,

@@ -131,10 +131,19 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
     // However the graph ends, a source waiting for it to take its members must not wait for
     // good.
     let inline_guard = CloseInline(shared.plan.clock.clone());
-    let work = move |worker: &mut timely::worker::Worker| run_worker(worker, &shared, &events);
     let guards = match cluster {
-        Some(cluster) => cluster.execute(workers, work),
-        None => timely::execute(timely::Config::process(workers), work),
+        Some(cluster) => cluster.execute(workers, move |worker| {
+            let run = std::panic::AssertUnwindSafe(|| run_worker(worker, &shared, &events));
+            match std::panic::catch_unwind(run) {
+                Ok(result) if shared.abort.load(Ordering::Acquire) => exit_failed_member(&result),
+                Ok(result) => result,
+                // The panic was reported by the hook.
+                Err(_) => exit_failed_member(&Ok(SinkReport::default())),
+            }
+        }),
+        None => timely::execute(timely::Config::process(workers), move |worker| {
+            run_worker(worker, &shared, &events)
+        }),
     }
     .map_err(GraphError::Timely)?;
     let mut report = SinkReport::default();
@@ -156,6 +165,30 @@ pub fn run(mut plan: GraphPlan, events: Receiver<FileEvent>) -> Result<SinkRepor
         Some(e) => Err(e),
         None => Ok(report),
     }
+}
+
+/// A process of a cluster whose run failed here (a write failed, a worker panicked) cannot let
+/// the dataflow finish, and its peers would wait for it for good: it says why and exits with
+/// code 1 at once, which closes its connections, so that every peer stops as for a lost process.
+/// Nothing past the last commit was committed. A worker without an error of its own leaves the
+/// report to the one that failed, unless that one never gets to it.
+fn exit_failed_member(result: &Result<SinkReport, SinkError>) -> ! {
+    match result {
+        Err(error) => {
+            let mut chain = format!("lake write failed: {error}");
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                chain.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("error: {chain}");
+        }
+        Ok(_) => {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            eprintln!("error: a worker of this process failed (see above)");
+        }
+    }
+    std::process::exit(1)
 }
 
 /// What every worker shares.

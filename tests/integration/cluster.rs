@@ -8,7 +8,8 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    current_versions_by_source, exoflow, history_problems, run_ok, s, stats_current, write,
+    FileSizeLimit, current_versions_by_source, exoflow, history_problems, run_ok, s, stats_current,
+    write,
 };
 
 const DEDUPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/dedupe.json");
@@ -477,4 +478,77 @@ fn a_peers_replay_of_several_snapshots_resumes_after_what_was_committed() {
         s(&reference),
     ]);
     assert_same_lake(&lake, &reference);
+}
+
+#[test]
+fn a_write_failure_on_one_process_stops_every_process_and_a_restart_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let dir = tmp.path().join(format!("f{i}"));
+            corpus(&dir, i, 16);
+            dir
+        })
+        .collect();
+    let lake = tmp.path().join("lake");
+    let hosts = hostfile(tmp.path(), 2);
+    let run = |i: usize| {
+        let mut command = exoflow();
+        command
+            .args(["replay", s(&dirs[i]), "--out", s(&lake), "--workers", "1"])
+            .args(["--processes", "2", "--process", &i.to_string()])
+            .args(["--hostfile", s(&hosts)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let first = run(0).spawn().unwrap();
+    // Process 1 cannot write a part file larger than 200 bytes.
+    let second = run(1).with_file_size_limit(200).spawn().unwrap();
+    let started = Instant::now();
+    for (i, child, says) in [
+        (1, second, "error: lake write failed"),
+        (0, first, "lost process 1 ("),
+    ] {
+        let out = wait_within(child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("process {i} still runs 30 s after the failure"));
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "process {i}: {said}");
+        assert!(said.contains(says), "process {i}: {said}");
+    }
+    println!(
+        "both exited within {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let runs: Vec<Vec<String>> = (0..2)
+        .map(|i| args(&["replay", s(&dirs[i]), "--out", s(&lake), "--workers", "1"]))
+        .collect();
+    run_cluster(tmp.path(), &runs);
+    let reference = tmp.path().join("reference");
+    replay_alone(&dirs, &reference, None);
+    assert_same_lake(&lake, &reference);
+}
+
+#[test]
+fn ctrl_c_while_waiting_for_the_peers_stops_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    corpus(&dir, 0, 2);
+    let lake = tmp.path().join("lake");
+    let hosts = hostfile(tmp.path(), 2);
+    let child = start(
+        &hosts,
+        2,
+        0,
+        &["replay", s(&dir), "--out", s(&lake), "--workers", "1"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_within(child, Duration::from_secs(5)).expect("stops at once");
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("interrupted while waiting for the cluster's other processes"),
+        "{said}"
+    );
 }

@@ -213,30 +213,6 @@ fn a_lake_that_cannot_be_written_stops_the_run_and_a_later_run_continues() {
     assert_eq!(history_problems(&lake), Vec::<String>::new());
 }
 
-trait FileSizeLimit {
-    fn with_file_size_limit(&mut self, bytes: u64) -> &mut Self;
-}
-
-impl FileSizeLimit for std::process::Command {
-    /// RLIMIT_FSIZE for the child, with SIGXFSZ ignored so that a write past it fails with EFBIG
-    /// instead of killing the process.
-    fn with_file_size_limit(&mut self, bytes: u64) -> &mut Self {
-        unsafe {
-            self.pre_exec(move || {
-                let limit = libc::rlimit {
-                    rlim_cur: bytes,
-                    rlim_max: bytes,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                Ok(())
-            })
-        }
-    }
-}
-
 /// The directories under `_exoflow/` that hold a checkpoint.
 fn checkpoints(lake: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(lake.join("_exoflow"))

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -591,4 +592,28 @@ pub fn near_duplicate_clusters(lake: &Path) -> BTreeSet<Vec<String>> {
             paths
         })
         .collect()
+}
+
+pub trait FileSizeLimit {
+    fn with_file_size_limit(&mut self, bytes: u64) -> &mut Self;
+}
+
+impl FileSizeLimit for std::process::Command {
+    /// RLIMIT_FSIZE for the child, with SIGXFSZ ignored so that a write past it fails with EFBIG
+    /// instead of killing the process.
+    fn with_file_size_limit(&mut self, bytes: u64) -> &mut Self {
+        unsafe {
+            self.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            })
+        }
+    }
 }
