@@ -498,6 +498,9 @@ impl Greeter<'_> {
                     if let Some(slot) = greeted.iter_mut().find(|(p, g)| *p == peer && g.is_none())
                     {
                         let _ = stream.set_nodelay(true);
+                        if let Err(error) = watch_link(&stream) {
+                            tracing::warn!(peer, %error, "cannot bound the connection's silence");
+                        }
                         slot.1 = Some(self.greet(stream, peer)?);
                     }
                 }

@@ -60,6 +60,8 @@ pub struct EpochClock {
     log: Mutex<Log>,
     /// While set, epochs are not rolled by age (an archive is being read: it commits whole).
     hold_rolls: AtomicBool,
+    /// The first epoch of the hold, while one lasts (see [`Control::Held`]).
+    held_from: Mutex<Option<u64>>,
     /// Inline bytes sent and not yet released by the kernel stage; None once the graph is gone.
     inline: Mutex<Option<u64>>,
     inline_released: Condvar,
@@ -82,6 +84,7 @@ impl EpochClock {
             start: Instant::now(),
             log: Mutex::new(Log::default()),
             hold_rolls: AtomicBool::new(false),
+            held_from: Mutex::new(None),
             inline: Mutex::new(Some(0)),
             inline_released: Condvar::new(),
             stop: OnceLock::new(),
@@ -100,9 +103,33 @@ impl EpochClock {
     }
 
     /// While `hold` is set, an epoch is never sealed by age: what is sent is committed only at
-    /// the next explicit seal (a whole archive, once its end and checksum were read).
+    /// the next explicit seal (a whole archive, once its end and checksum were read). The hold
+    /// is recorded too ([`Control::Held`], [`Control::Released`]), so that no commit another
+    /// process asks for lands inside it.
     pub fn hold_rolls(&self, hold: bool) {
+        let open = self.open.write().expect("clock lock");
         self.hold_rolls.store(hold, Ordering::Release);
+        let mut held = self.held_from.lock().expect("clock lock");
+        let holder = crate::api::live::run_id().to_string();
+        let record = match (hold, *held) {
+            (true, None) => {
+                *held = Some(*open);
+                Control::Held {
+                    holder,
+                    from: *open,
+                }
+            }
+            (false, Some(from)) => {
+                *held = None;
+                Control::Released {
+                    holder,
+                    from,
+                    until: *open,
+                }
+            }
+            _ => return,
+        };
+        self.log.lock().expect("clock lock").controls.push(record);
     }
 
     /// Abandons `from` and every later epoch: none of them is ever committed. Their events may
@@ -242,15 +269,22 @@ impl EpochClock {
     /// Seals every epoch through `epoch` when the open epoch has no event and no archive holds
     /// it, so that a process whose sources are quiet follows the epochs its peers seal (a commit
     /// waits for every process to be past its epoch). The epochs skipped are empty here: they
-    /// need no record. Returns whether the clock moved.
-    pub fn catch_up(&self, epoch: u64) -> bool {
+    /// need no record. `seen` is the sealed epoch the caller read before it found the source's
+    /// channel empty: if anything was sealed since, an event of the epoch sealed then may still
+    /// be on its way, and the clock does not move. Never waits: a send in progress holds the
+    /// lock, and the caller may be the one that must drain the channel it sends into. Returns
+    /// whether the clock moved.
+    pub fn catch_up(&self, epoch: u64, seen: u64) -> bool {
         if epoch < self.open() || self.hold_rolls.load(Ordering::Acquire) {
             return false;
         }
-        let mut open = self.open.write().expect("clock lock");
+        let Ok(mut open) = self.open.try_write() else {
+            return false;
+        };
         // Under the write lock no event is being stamped: one stamped before has raised
         // `last_stamped` to the open epoch.
         if epoch < *open
+            || *open != seen + 1
             || self.last_stamped.load(Ordering::Acquire) >= *open
             || self.hold_rolls.load(Ordering::Acquire)
         {
@@ -344,24 +378,27 @@ mod tests {
     fn a_quiet_clock_catches_up_and_a_busy_or_held_one_does_not() {
         let clock = EpochClock::new(3, None);
         let (tx, rx) = crossbeam_channel::unbounded();
-        assert!(clock.catch_up(7));
+        assert!(clock.catch_up(7, 2));
         assert_eq!((clock.sealed(), clock.open()), (7, 8));
-        assert!(!clock.catch_up(5), "never back");
+        assert!(!clock.catch_up(5, 7), "never back");
         clock.send(&tx, event()).unwrap();
-        assert!(!clock.catch_up(12), "epoch 8 has an event");
+        assert!(!clock.catch_up(12, 7), "epoch 8 has an event");
         assert_eq!(clock.seal(false, &[]), 8);
+        assert!(
+            !clock.catch_up(12, 7),
+            "epoch 8 was sealed after the caller looked: its event may be on its way"
+        );
         clock.hold_rolls(true);
-        assert!(!clock.catch_up(12), "an archive holds epoch 9");
+        assert!(!clock.catch_up(12, 8), "an archive holds epoch 9");
         clock.hold_rolls(false);
-        assert!(clock.catch_up(12));
+        assert!(clock.catch_up(12, 8));
         clock.send(&tx, event()).unwrap();
         let epochs: Vec<u64> = rx.try_iter().map(|e| e.epoch).collect();
         assert_eq!(epochs, [8, 13]);
-        assert_eq!(
-            clock.take_controls().len(),
-            1,
-            "only the real seal is recorded"
-        );
+        let seals = (clock.take_controls().into_iter())
+            .filter(|c| matches!(c, Control::Sealed { .. }))
+            .count();
+        assert_eq!(seals, 1, "only the real seal is recorded");
     }
 
     #[test]

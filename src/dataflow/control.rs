@@ -7,7 +7,13 @@
 //! before its control input moves past the epoch. Once a control frontier is past an epoch,
 //! every record of that epoch and the ones before it has arrived.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::vec::Broadcast;
 
 use crate::epochs::Snapshot;
 
@@ -23,8 +29,28 @@ pub enum Control {
     },
     /// `from` and every later epoch are never committed.
     Abandoned { from: u64 },
+    /// A source of `holder` (a process) reads something that commits whole (an archive) from
+    /// epoch `from` on: no commit at `from` or later, whoever asks for it ...
+    Held { holder: String, from: u64 },
+    /// ... until `until`: the hold that began at `from` ended, and the epochs from `until` on
+    /// may be committed again.
+    Released {
+        holder: String,
+        from: u64,
+        until: u64,
+    },
     /// The run's sources are done; its last epoch is this one.
     Last(u64),
+}
+
+/// Every process's control records -> `highest`, the highest epoch any process sealed, on every
+/// worker: how far a quiet clock may catch up (see `EpochClock::catch_up`).
+pub fn highest_sealed<'scope>(controls: StreamVec<'scope, u64, Control>, highest: Rc<Cell<u64>>) {
+    controls.broadcast().inspect(move |control| {
+        if let Control::Sealed { epoch, .. } = control {
+            highest.set(highest.get().max(*epoch));
+        }
+    });
 }
 
 /// What the control records received so far say.
@@ -36,6 +62,8 @@ pub struct Controls {
     snapshots: Vec<Snapshot>,
     abandoned_from: u64,
     last: u64,
+    /// (holder, from, until) of each hold; until is None while it lasts.
+    holds: Vec<(String, u64, Option<u64>)>,
 }
 
 impl Default for Controls {
@@ -45,6 +73,7 @@ impl Default for Controls {
             snapshots: Vec::new(),
             abandoned_from: u64::MAX,
             last: 0,
+            holds: Vec::new(),
         }
     }
 }
@@ -76,6 +105,27 @@ impl Controls {
             }
             Control::Abandoned { from } => self.abandoned_from = self.abandoned_from.min(from),
             Control::Last(epoch) => self.last = self.last.max(epoch),
+            Control::Held { holder, from } => {
+                if !self
+                    .holds
+                    .iter()
+                    .any(|(h, f, _)| *h == holder && *f == from)
+                {
+                    self.holds.push((holder, from, None));
+                }
+            }
+            Control::Released {
+                holder,
+                from,
+                until,
+            } => match self
+                .holds
+                .iter_mut()
+                .find(|(h, f, _)| *h == holder && *f == from)
+            {
+                Some(hold) => hold.2 = Some(until),
+                None => self.holds.push((holder, from, Some(until))),
+            },
         }
     }
 
@@ -84,11 +134,14 @@ impl Controls {
         self.abandoned_from.saturating_sub(1)
     }
 
-    /// The highest requested commit epoch that is at most `epoch` and not abandoned.
+    /// The highest requested commit epoch that is at most `epoch`, not abandoned and not held.
     pub fn commit_at_or_before(&self, epoch: u64) -> Option<u64> {
         let epoch = epoch.min(self.committable_through());
         let at = self.commits.partition_point(|&c| c <= epoch);
-        at.checked_sub(1).map(|i| self.commits[i])
+        let held = |c: u64| {
+            (self.holds.iter()).any(|(_, from, until)| *from <= c && until.is_none_or(|u| c < u))
+        };
+        self.commits[..at].iter().rev().copied().find(|&c| !held(c))
     }
 
     /// The snapshots from the `from`-th on that ended at or before `epoch`.
@@ -106,6 +159,45 @@ impl Controls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hold of one process keeps every process's commit requests inside it from committing,
+    /// in whatever order the records arrive.
+    #[test]
+    fn no_commit_inside_a_hold() {
+        let records = [
+            sealed(2, true, &[]),
+            Control::Held {
+                holder: "p1".into(),
+                from: 3,
+            },
+            sealed(4, true, &[]),
+            sealed(5, true, &[]),
+            Control::Released {
+                holder: "p1".into(),
+                from: 3,
+                until: 6,
+            },
+            sealed(6, true, &[]),
+            Control::Held {
+                holder: "p2".into(),
+                from: 8,
+            },
+            sealed(9, true, &[]),
+        ];
+        for order in [records.to_vec(), records.iter().rev().cloned().collect()] {
+            let mut controls = Controls::default();
+            for r in order {
+                controls.record(r);
+            }
+            assert_eq!(controls.commit_at_or_before(5), Some(2), "4 and 5 are held");
+            assert_eq!(controls.commit_at_or_before(6), Some(6));
+            assert_eq!(
+                controls.commit_at_or_before(9),
+                Some(6),
+                "9 is held, for good"
+            );
+        }
+    }
 
     fn sealed(epoch: u64, commit: bool, ended: &[(&str, u64)]) -> Control {
         Control::Sealed {
@@ -136,6 +228,7 @@ mod tests {
         for controls in [forward, backward] {
             assert_eq!(controls.commit_at_or_before(4), Some(2));
             assert_eq!(controls.commit_at_or_before(1), None);
+            assert_eq!(controls.holds.len(), 0);
             assert_eq!(controls.commit_at_or_before(9), Some(5), "7 is abandoned");
             assert_eq!(controls.committable_through(), 6);
             assert_eq!(controls.last(), 8);

@@ -83,7 +83,8 @@ pub(super) fn feed(
         let sealed = plan.clock.sealed();
         match events.try_recv() {
             Ok(event) => {
-                debug_assert!(event.epoch >= epoch_of(*input.time()), "an event came late");
+                // A late event would enter after its epoch's snapshot closed: never write that.
+                assert!(event.epoch >= epoch_of(*input.time()), "an event came late");
                 if event.epoch > epoch_of(*input.time()) {
                     input.advance_to(epoch_start(event.epoch));
                     follow(input);
@@ -124,7 +125,7 @@ pub(super) fn feed(
 /// `sealed` was read: a quiet clock first follows its peers' seals (nothing of its open epoch
 /// was sent), see [`EpochClock::catch_up`].
 fn sealed_when_idle(clock: &EpochClock, sealed: u64, sealed_anywhere: &Cell<u64>) -> u64 {
-    match clock.catch_up(sealed_anywhere.get()) {
+    match clock.catch_up(sealed_anywhere.get(), sealed) {
         true => clock.sealed(),
         false => sealed,
     }

@@ -33,12 +33,11 @@ use crossbeam_channel::Receiver;
 use differential_dataflow::AsCollection;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::dataflow::channels::pact::Pipeline as PipelinePact;
-use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use self::commit::{CheckpointPolicy, CommitPlan, Committer, ReplayPlan};
-use self::control::Control;
+use self::control::{Control, highest_sealed};
 use self::featurize::featurize;
 use self::input::ControlInput;
 pub use self::input::MAX_EVENTS_IN_FLIGHT;
@@ -322,13 +321,7 @@ fn build(worker: &mut timely::worker::Worker, shared: &Arc<Shared>) -> Graph {
     worker.dataflow::<u64, _, _>(|scope| {
         let events = input.to_stream(scope);
         let controls = control.to_stream(scope);
-        // Each process's clock learns how far the others' have sealed.
-        let highest = sealed_anywhere.clone();
-        controls.clone().broadcast().inspect(move |control| {
-            if let Control::Sealed { epoch, .. } = control {
-                highest.set(highest.get().max(*epoch));
-            }
-        });
+        highest_sealed(controls.clone(), sealed_anywhere.clone());
         let observed = featurize(events, shared.clone()).probe_with(&featurized);
         let restored = restore.to_stream(scope);
         let changes = reconcile(observed, controls.clone(), restored);
