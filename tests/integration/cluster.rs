@@ -32,6 +32,27 @@ fn corpus(dir: &Path, seed: usize, files: usize) {
     }
 }
 
+/// `n` trees `DIR/{prefix}0` … of `files` files each.
+fn corpora(dir: &Path, prefix: &str, n: usize, files: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let tree = dir.join(format!("{prefix}{i}"));
+            corpus(&tree, i, files);
+            tree
+        })
+        .collect()
+}
+
+/// Waits at most `limit` for process `i`, which must exit with `code` and say `says`.
+fn expect_exit(i: usize, child: Child, limit: Duration, code: i32, says: &str) -> String {
+    let out = wait_within(child, limit)
+        .unwrap_or_else(|| panic!("process {i} still runs after {limit:?}"));
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(code), "process {i}: {said}");
+    assert!(said.contains(says), "process {i}: {said}");
+    said
+}
+
 /// A hostfile of `processes` free loopback ports.
 fn hostfile(dir: &Path, processes: usize) -> PathBuf {
     let listeners: Vec<std::net::TcpListener> = (0..processes)
@@ -145,13 +166,7 @@ fn replay_alone(dirs: &[PathBuf], lake: &Path, pipeline: Option<&str>) {
 #[test]
 fn replays_on_two_and_three_processes_equal_one_process() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = (0..3)
-        .map(|i| {
-            let dir = tmp.path().join(format!("d{i}"));
-            corpus(&dir, i, 40);
-            dir
-        })
-        .collect();
+    let dirs = corpora(tmp.path(), "d", 3, 40);
     for (processes, workers) in [(2, "2"), (3, "1")] {
         let lake = tmp.path().join(format!("lake{processes}"));
         let reference = tmp.path().join(format!("reference{processes}"));
@@ -245,13 +260,7 @@ fn change(dir: &Path, round: usize) {
 #[test]
 fn watches_on_two_processes_end_like_one_process() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = (0..2)
-        .map(|i| {
-            let dir = tmp.path().join(format!("w{i}"));
-            corpus(&dir, i, 24);
-            dir
-        })
-        .collect();
+    let dirs = corpora(tmp.path(), "w", 2, 24);
     let lake = tmp.path().join("lake");
     let hosts = hostfile(tmp.path(), 2);
     let children: Vec<Child> = (0..2)
@@ -293,13 +302,7 @@ fn watches_on_two_processes_end_like_one_process() {
 #[test]
 fn a_killed_process_stops_the_others_and_a_restart_of_all_continues_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = (0..3)
-        .map(|i| {
-            let dir = tmp.path().join(format!("k{i}"));
-            corpus(&dir, i, 24);
-            dir
-        })
-        .collect();
+    let dirs = corpora(tmp.path(), "k", 3, 24);
     let lake = tmp.path().join("lake");
     let hosts = hostfile(tmp.path(), 3);
     let mut children: Vec<Child> = (0..3)
@@ -315,14 +318,9 @@ fn a_killed_process_stops_the_others_and_a_restart_of_all_continues_exactly() {
     let killed = Instant::now();
     let _ = wait_within(victim, Duration::from_secs(10));
     for (i, child) in [0, 2].into_iter().zip(children) {
-        let out = wait_within(child, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("process {i} still runs 30 s after its peer was killed"));
-        let said = text(&out);
-        assert_eq!(out.status.code(), Some(1), "process {i}: {said}");
-        assert!(said.contains("lost process 1 ("), "process {i}: {said}");
+        expect_exit(i, child, Duration::from_secs(30), 1, "lost process 1 (");
         println!(
-            "process {i} exited {:?} after {:.2} s",
-            out.status.code(),
+            "process {i} exited 1 after {:.2} s",
             killed.elapsed().as_secs_f64()
         );
     }
@@ -385,10 +383,7 @@ fn a_process_unlike_its_peers_is_refused() {
             start(&hosts, 2, i, &run)
         });
         for (i, child) in children.into_iter().enumerate() {
-            let out = wait_within(child, Duration::from_secs(30)).expect("refused at once");
-            let said = text(&out);
-            assert_eq!(out.status.code(), Some(2), "process {i}: {said}");
-            assert!(said.contains(says), "process {i}: {said}");
+            expect_exit(i, child, Duration::from_secs(30), 2, says);
         }
     }
     // A hostfile that names another cluster: both refuse at once.
@@ -414,10 +409,7 @@ fn a_process_unlike_its_peers_is_refused() {
         .spawn()
         .unwrap();
     for (i, child) in [p0, p1].into_iter().enumerate() {
-        let out = wait_within(child, Duration::from_secs(30)).expect("refused at once");
-        let said = text(&out);
-        assert_eq!(out.status.code(), Some(2), "process {i}: {said}");
-        assert!(said.contains("has another hostfile"), "process {i}: {said}");
+        expect_exit(i, child, Duration::from_secs(30), 2, "has another hostfile");
     }
     assert!(
         !lake.join("stats_current.parquet").exists(),
@@ -483,13 +475,7 @@ fn a_peers_replay_of_several_snapshots_resumes_after_what_was_committed() {
 #[test]
 fn a_write_failure_on_one_process_stops_every_process_and_a_restart_continues() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = (0..2)
-        .map(|i| {
-            let dir = tmp.path().join(format!("f{i}"));
-            corpus(&dir, i, 16);
-            dir
-        })
-        .collect();
+    let dirs = corpora(tmp.path(), "f", 2, 16);
     let lake = tmp.path().join("lake");
     let hosts = hostfile(tmp.path(), 2);
     let run = |i: usize| {
@@ -510,11 +496,7 @@ fn a_write_failure_on_one_process_stops_every_process_and_a_restart_continues() 
         (1, second, "error: lake write failed"),
         (0, first, "lost process 1 ("),
     ] {
-        let out = wait_within(child, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("process {i} still runs 30 s after the failure"));
-        let said = text(&out);
-        assert_eq!(out.status.code(), Some(1), "process {i}: {said}");
-        assert!(said.contains(says), "process {i}: {said}");
+        expect_exit(i, child, Duration::from_secs(30), 1, says);
     }
     println!(
         "both exited within {:.2} s",
@@ -544,11 +526,6 @@ fn ctrl_c_while_waiting_for_the_peers_stops_at_once() {
     );
     std::thread::sleep(Duration::from_millis(500));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = wait_within(child, Duration::from_secs(5)).expect("stops at once");
-    let said = text(&out);
-    assert_eq!(out.status.code(), Some(130), "{said}");
-    assert!(
-        said.contains("interrupted while waiting for the cluster's other processes"),
-        "{said}"
-    );
+    let says = "interrupted while waiting for the cluster's other processes";
+    expect_exit(0, child, Duration::from_secs(5), 130, says);
 }
