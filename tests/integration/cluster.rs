@@ -123,12 +123,7 @@ fn run_cluster(tmp: &Path, runs: &[Vec<String>]) -> Vec<String> {
     children
         .into_iter()
         .enumerate()
-        .map(|(i, child)| {
-            let out = wait_within(child, Duration::from_secs(120))
-                .unwrap_or_else(|| panic!("process {i} did not finish"));
-            assert!(out.status.success(), "process {i}: {}", text(&out));
-            text(&out)
-        })
+        .map(|(i, child)| expect_exit(i, child, Duration::from_secs(120), 0, ""))
         .collect()
 }
 
@@ -150,6 +145,13 @@ fn assert_same_lake(lake: &Path, reference: &Path) {
         "stats_current differ"
     );
     assert_eq!(history_problems(lake), Vec::<String>::new());
+}
+
+/// `lake` equals one process's replays of `dirs` with the default pipeline, into a lake in `tmp`.
+fn assert_same_as_replays(lake: &Path, dirs: &[PathBuf], tmp: &Path) {
+    let reference = tmp.join("reference");
+    replay_alone(dirs, &reference, None);
+    assert_same_lake(lake, &reference);
 }
 
 /// One process replays each directory in turn into `lake`: the reference.
@@ -230,6 +232,16 @@ fn watch(hosts: &Path, processes: usize, process: usize, dir: &Path, lake: &Path
     )
 }
 
+/// A cluster of watches, one per directory, past its initial scans.
+fn watch_all(tmp: &Path, dirs: &[PathBuf], lake: &Path) -> Vec<Child> {
+    let hosts = hostfile(tmp, dirs.len());
+    let children = (dirs.iter().enumerate())
+        .map(|(i, dir)| watch(&hosts, dirs.len(), i, dir, lake))
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    children
+}
+
 /// SIGTERM to each, and each must stop with success.
 fn stop_all(children: Vec<Child>) -> Vec<String> {
     for child in &children {
@@ -238,12 +250,7 @@ fn stop_all(children: Vec<Child>) -> Vec<String> {
     children
         .into_iter()
         .enumerate()
-        .map(|(i, child)| {
-            let out = wait_within(child, Duration::from_secs(60))
-                .unwrap_or_else(|| panic!("watch {i} did not stop"));
-            assert!(out.status.success(), "watch {i}: {}", text(&out));
-            text(&out)
-        })
+        .map(|(i, child)| expect_exit(i, child, Duration::from_secs(60), 0, ""))
         .collect()
 }
 
@@ -262,11 +269,7 @@ fn watches_on_two_processes_end_like_one_process() {
     let tmp = tempfile::tempdir().unwrap();
     let dirs = corpora(tmp.path(), "w", 2, 24);
     let lake = tmp.path().join("lake");
-    let hosts = hostfile(tmp.path(), 2);
-    let children: Vec<Child> = (0..2)
-        .map(|i| watch(&hosts, 2, i, &dirs[i], &lake))
-        .collect();
-    std::thread::sleep(Duration::from_secs(3));
+    let children = watch_all(tmp.path(), &dirs, &lake);
     for round in 0..3 {
         // Only one process's directory changes in the first round: the other is quiet, and
         // its epochs must follow, or nothing would be committed until it had changes too.
@@ -294,9 +297,7 @@ fn watches_on_two_processes_end_like_one_process() {
     }
     std::thread::sleep(Duration::from_secs(1));
     stop_all(children);
-    let reference = tmp.path().join("reference");
-    replay_alone(&dirs, &reference, None);
-    assert_same_lake(&lake, &reference);
+    assert_same_as_replays(&lake, &dirs, tmp.path());
 }
 
 #[test]
@@ -304,11 +305,7 @@ fn a_killed_process_stops_the_others_and_a_restart_of_all_continues_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let dirs = corpora(tmp.path(), "k", 3, 24);
     let lake = tmp.path().join("lake");
-    let hosts = hostfile(tmp.path(), 3);
-    let mut children: Vec<Child> = (0..3)
-        .map(|i| watch(&hosts, 3, i, &dirs[i], &lake))
-        .collect();
-    std::thread::sleep(Duration::from_secs(3));
+    let mut children = watch_all(tmp.path(), &dirs, &lake);
     for dir in &dirs {
         change(dir, 0);
     }
@@ -328,15 +325,9 @@ fn a_killed_process_stops_the_others_and_a_restart_of_all_continues_exactly() {
     for dir in &dirs {
         change(dir, 1);
     }
-    let hosts = hostfile(tmp.path(), 3);
-    let children: Vec<Child> = (0..3)
-        .map(|i| watch(&hosts, 3, i, &dirs[i], &lake))
-        .collect();
-    std::thread::sleep(Duration::from_secs(3));
+    let children = watch_all(tmp.path(), &dirs, &lake);
     stop_all(children);
-    let reference = tmp.path().join("reference");
-    replay_alone(&dirs, &reference, None);
-    assert_same_lake(&lake, &reference);
+    assert_same_as_replays(&lake, &dirs, tmp.path());
 }
 
 #[test]
@@ -506,9 +497,7 @@ fn a_write_failure_on_one_process_stops_every_process_and_a_restart_continues() 
         .map(|i| args(&["replay", s(&dirs[i]), "--out", s(&lake), "--workers", "1"]))
         .collect();
     run_cluster(tmp.path(), &runs);
-    let reference = tmp.path().join("reference");
-    replay_alone(&dirs, &reference, None);
-    assert_same_lake(&lake, &reference);
+    assert_same_as_replays(&lake, &dirs, tmp.path());
 }
 
 #[test]
